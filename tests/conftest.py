@@ -10,3 +10,28 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# --- served backends: real HTTP servers on 127.0.0.1 (mira.testing_servers) ---------------------------------------
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def chat_server():
+    """A scripted OpenAI-compatible server (chat completions + image edits) on a free loopback port."""
+    from mira.testing_servers import ScriptedOpenAIServer
+
+    with ScriptedOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def editor_server():
+    """MIRA's editor service (`editor_app`) serving a pure-PIL ScriptedEditor, on a free loopback port."""
+    from mira.editors.remote import editor_app
+    from mira.testing_servers import LoopbackServer, ScriptedEditor
+
+    editor = ScriptedEditor()
+    with LoopbackServer(editor_app(editor, concurrency=4)) as server:
+        server.editor = editor
+        yield server

@@ -218,6 +218,11 @@ def tiny_models(
         console.print(f"{name}: {path}")
 
 
+from mira.editors.commands import serve_editor  # noqa: E402  (typer only; the editor loads when the command runs)
+
+app.command("serve-editor")(friendly_errors(serve_editor))
+
+
 def main() -> None:
     try:
         app()

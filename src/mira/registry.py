@@ -21,12 +21,18 @@ EDITORS: dict[str, str] = {
     "diffusers": "mira.editors.diffusers:DiffusersEditor",
 }
 # prefix -> "module:factory"; the factory receives the text after the prefix as its first argument.
-EDITOR_PREFIXES: dict[str, str] = {}
+EDITOR_PREFIXES: dict[str, str] = {
+    "openai-images:": "mira.editors.remote:OpenAIImagesEditor",
+    "http://": "mira.editors.remote:HTTPEditor",
+    "https://": "mira.editors.remote:HTTPEditor",
+}
 
 POLICIES: dict[str, str] = {
     "passthrough": "mira.policies.baselines:PassthroughPolicy",
 }
-POLICY_PREFIXES: dict[str, str] = {}
+POLICY_PREFIXES: dict[str, str] = {
+    "openai:": "mira.policies.openai:OpenAIPolicy",
+}
 DEFAULT_POLICY_FACTORY = "mira.policies.transformers:TransformersPolicy"
 
 
