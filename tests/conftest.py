@@ -35,3 +35,11 @@ def editor_server():
     with LoopbackServer(editor_app(editor, concurrency=4)) as server:
         server.editor = editor
         yield server
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_kontext(tmp_path_factory):
+    """A tiny random-weight FLUX.1-Kontext pipeline folder (mira.testing), built once per session."""
+    from mira.testing import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("tiny-served"), which=["flux-kontext"])["flux-kontext"]
