@@ -106,6 +106,12 @@ def _body_detail(body: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _status(response: Any, body: Any = None) -> RequestFailure:
+    """A failure for an HTTP error response (httpx or the SDK's httpx2: same attributes)."""
+    return RequestFailure("status", _body_detail(body if body is not None else response.text),
+                          status=response.status_code, retry_after=parse_retry_after(response.headers))
+
+
 def classify(exc: BaseException) -> RequestFailure | None:
     """Describe a request exception from the openai SDK, httpx or the standard library; None for anything else."""
     if isinstance(exc, RequestFailure):
@@ -118,8 +124,7 @@ def classify(exc: BaseException) -> RequestFailure | None:
             cause = exc.__cause__
             return RequestFailure("connection", type(cause).__name__ if cause is not None else "")
         if isinstance(exc, openai.APIStatusError):
-            return RequestFailure("status", _body_detail(exc.body if exc.body is not None else exc.response.text),
-                                  status=exc.status_code, retry_after=parse_retry_after(exc.response.headers))
+            return _status(exc.response, exc.body)
         if isinstance(exc, openai.APIResponseValidationError):
             return RequestFailure("malformed", "the body does not match the API's schema")
         return None
@@ -128,9 +133,7 @@ def classify(exc: BaseException) -> RequestFailure | None:
         if isinstance(exc, httpx.TimeoutException):
             return RequestFailure("timeout")
         if isinstance(exc, httpx.HTTPStatusError):
-            response = exc.response
-            return RequestFailure("status", _body_detail(response.text), status=response.status_code,
-                                  retry_after=parse_retry_after(response.headers))
+            return _status(exc.response)
         if isinstance(exc, httpx.TransportError):
             return RequestFailure("connection", type(exc).__name__)
         return None

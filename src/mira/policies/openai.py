@@ -8,7 +8,8 @@ Spec ``openai:MODEL``; options (``--policy-option key=value`` on the CLI) are th
     OpenAIPolicy("gemini-2.5-flash", base_url="https://generativelanguage.googleapis.com/v1beta/openai/",
                  api_key_env="GEMINI_API_KEY")
 
-Each decision sends exactly ``protocol.build_messages(observation, embed_images=True)``; :meth:`agenerate` uses the
+Sampling defaults to ``temperature=0.7`` and ``max_tokens=512`` (None leaves a field to the server). Each decision
+sends exactly ``protocol.build_messages(observation, embed_images=True)``; :meth:`agenerate` uses the
 SDK's async client, so many trajectories share one process without threads (:func:`mira.batch.run_many`).
 """
 
@@ -32,12 +33,13 @@ class OpenAIPolicy(Policy):
         base_url: str | None = None,
         api_key_env: str | None = "OPENAI_API_KEY",
         name: str | None = None,
+        temperature: float | None = 0.7,
         max_tokens: int | None = 512,
         **options: Any,
     ):
         try:
             self.backend = OpenAIChatBackend(model, base_url=base_url, api_key_env=api_key_env,
-                                             max_tokens=max_tokens, **options)
+                                             temperature=temperature, max_tokens=max_tokens, **options)
         except (ServiceError, ValueError) as exc:
             raise PolicyError(str(exc)) from None
         self.name = name or model
