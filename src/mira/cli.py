@@ -216,6 +216,12 @@ def tiny_models(
         console.print(f"{name}: {path}")
 
 
+from mira.serve.commands import serve, ui  # noqa: E402  (typer only; models load when a command runs)
+
+app.command()(friendly_errors(serve))
+app.command()(friendly_errors(ui))
+
+
 def main() -> None:
     try:
         app()
