@@ -379,3 +379,33 @@ def test_ui_command_launches_the_page_on_loopback(monkeypatch):
 
     result = CliRunner().invoke(app, ["ui", "--policy", "passthrough", "--editor", "stripe", "--max-steps", "40"])
     assert result.exit_code == 2 and "--max-steps 40 is over --max-steps-limit 32" in result.output
+
+
+# -- the service without HTTP ----------------------------------------------------------------------------------------
+def test_queue_positions_and_shutdown_of_the_service():
+    import asyncio
+
+    from mira.serve.service import Failed, Finished, Queued
+
+    editor = GatedEditor()
+    service = make_service(editor=editor, max_queue=4)
+    request = service.prepare(PHOTO.read_bytes(), "make it red", max_steps=1)
+
+    async def scenario():
+        editor.gate.clear()
+        jobs = [service.submit(request) for _ in range(3)]
+        firsts = [await anext(job.events()) for job in jobs]
+        assert [e.position for e in firsts if isinstance(e, Queued)] == [0, 1, 2]
+        await asyncio.to_thread(editor.entered.wait, 10)
+        closing = asyncio.create_task(asyncio.to_thread(service.close))
+        ends = []
+        for job in jobs:
+            async for event in job.events():
+                if isinstance(event, (Finished, Failed)):
+                    ends.append(event)
+        assert all(isinstance(e, Failed) and e.error.code == "shutting_down" for e in ends)
+        editor.gate.set()
+        await asyncio.wait_for(closing, 10)
+
+    asyncio.run(scenario())
+    assert len(editor.calls) == 1  # the running edit stopped after its step; the queued ones never started

@@ -190,6 +190,7 @@ class EditService:
         self._running = 0
         self._counts = {"completed": 0, "failed": 0, "cancelled": 0}
         self._mean_seconds = 0.0
+        self._jobs: set[Job] = set()
 
     # -- validation --------------------------------------------------------------------------------------------------
     def prepare(self, image: bytes, instruction: object, *, max_steps: int | None = None, seed: int | None = None,
@@ -231,7 +232,8 @@ class EditService:
                     type="server_error", code="queue_full", headers={"Retry-After": str(retry)})
             position = self._pending
             self._pending += 1
-        job = Job(request, time.monotonic() + self.config.timeout_s, loop)
+            job = Job(request, time.monotonic() + self.config.timeout_s, loop)
+            self._jobs.add(job)
         job.emit(Queued(position))
         self._worker.submit(self._run, job)
         return job
@@ -260,6 +262,7 @@ class EditService:
                     self._running -= 1
         with self._lock:
             self._pending -= 1
+            self._jobs.discard(job)
             self._counts[outcome] += 1
             if outcome != "cancelled":
                 elapsed = time.monotonic() - start
@@ -271,7 +274,13 @@ class EditService:
                     "max_queue": self.config.max_queue, **self._counts}
 
     def close(self) -> None:
-        """Stop accepting work; waits for the running edit."""
+        """Shut down: every job is told so and cancelled; the running one stops at its next step boundary."""
+        with self._lock:
+            jobs = list(self._jobs)
+        for job in jobs:
+            job.emit(Failed(ServiceError(503, "the server is shutting down; retry on another server or later",
+                                         type="server_error", code="shutting_down")))
+            job.cancel()
         self._worker.shutdown(wait=True, cancel_futures=True)
 
 
