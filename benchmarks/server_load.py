@@ -130,7 +130,7 @@ def main() -> int:
     print(f"{args.requests} concurrent OpenAI-SDK images.edit requests per scenario, 256x171 JPEG, "
           "zero-latency backends (2 edits + stop per request), server in its own process on 127.0.0.1")
     header = f"{'scenario':<30}{'200':>6}{'503':>6}{'other':>7}{'p50 s':>9}{'p99 s':>9}{'max s':>8}{'req/s':>8}" \
-             f"{'edits/s':>9}"
+             f"{'ok/s':>9}"
     print(header)
     bad = 0
     for label, max_queue, stream in scenarios:

@@ -179,6 +179,9 @@ def test_models_health_and_unknown_routes(client, server):
     assert health["status"] == "ok" and health["model"] == "mira" and health["max_queue"] == 8
     response = httpx.get(f"{server}/v1/nothing-here", headers={"Authorization": f"Bearer {KEY}"})
     assert response.status_code == 404 and set(response.json()["error"]) == {"message", "type", "param", "code"}
+    schema = httpx.get(f"{server}/openapi.json").json()
+    form = schema["paths"]["/v1/images/edits"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert {"image", "prompt", "partial_images", "max_steps"} <= set(form["properties"])
     response = httpx.post(f"{server}/v1/images/edits", json={"prompt": "x"}, headers={"Authorization": f"Bearer {KEY}"})
     assert response.status_code == 400 and "multipart" in response.json()["error"]["message"]
 

@@ -120,7 +120,7 @@ def _router(service: EditService, api_key: str | None) -> APIRouter:
             raise bad_request("n must be 1: one MIRA run gives one image; send several requests for variations", "n")
         if form.response_format == "url":
             raise bad_request("response_format 'url' is not supported; use b64_json (the default)", "response_format")
-        job = await _submit(service, request, image, form.prompt, form, "prompt")
+        job = await _submit(service, image, form.prompt, form, "prompt")
         if form.stream:
             return _sse(_openai_stream(job, form))
         traj = await _final(job, request)
@@ -138,7 +138,7 @@ def _router(service: EditService, api_key: str | None) -> APIRouter:
                  openapi_extra=_multipart_schema(MiraEditForm))
     async def mira_edits(request: Request) -> Any:
         form, image = await _read_form(request, MiraEditForm)
-        job = await _submit(service, request, image, form.instruction, form, "instruction")
+        job = await _submit(service, image, form.instruction, form, "instruction")
         if form.stream:
             return _sse(_mira_stream(job, form))
         return await _mira_result(await _final(job, request), form)
@@ -174,8 +174,7 @@ async def _read_form(request: Request, model: type[BaseModel]) -> tuple[Any, byt
         await form.close()
 
 
-async def _submit(service: EditService, request: Request, image: bytes, instruction: str, form: Any,
-                  instruction_param: str) -> Job:
+async def _submit(service: EditService, image: bytes, instruction: str, form: Any, instruction_param: str) -> Job:
     edit = await asyncio.to_thread(service.prepare, image, instruction, max_steps=form.max_steps, seed=form.seed,
                                    instruction_param=instruction_param)
     return service.submit(edit)
