@@ -29,7 +29,7 @@ _EXPORTS = {
     "Ref": "edits", "Recolor": "edits", "Remove": "edits", "Add": "edits", "Move": "edits", "Resize": "edits",
     "Background": "edits", "EditError": "edits", "apply_edit": "edits",
     "ParseError": "language", "parse_edit": "language", "parse_instruction": "language", "edit_text": "language",
-    "Task": "tasks", "make_tasks": "tasks", "export_sessions": "tasks",
+    "Task": "tasks", "make_tasks": "tasks", "export_sessions": "tasks", "export_benchmark": "tasks",
     "TestbedEditor": "editor", "TestbedJudge": "judge", "OraclePolicy": "oracle",
     "run_baselines": "demo", "format_table": "demo",
 }

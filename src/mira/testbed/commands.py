@@ -1,4 +1,4 @@
-"""``mira testbed demo | export``: the testbed world from the command line (typer only at import time)."""
+"""``mira testbed demo | export | benchmark``: the testbed world from the command line (typer only at import time)."""
 
 from __future__ import annotations
 
@@ -50,9 +50,24 @@ def export(
     typer.echo(f"wrote {export_sessions(directory, n, seed, (min_clauses, max_clauses))}")
 
 
+def benchmark(
+    directory: Path = typer.Argument(..., help="Folder for samples.jsonl and the images."),
+    n: int = typer.Option(200, min=1, help="Number of samples."),
+    seed: int = typer.Option(10_000, help="Task seed (10000 and up are kept out of training data)."),
+    min_clauses: int = typer.Option(1, min=1, help="Fewest clauses per instruction."),
+    max_clauses: int = typer.Option(4, min=1, help="Most clauses per instruction."),
+) -> None:
+    """Write held-out testbed tasks as an evaluation benchmark (samples.jsonl + PNGs) for `mira eval`."""
+    from mira.testbed.tasks import export_benchmark
+
+    _check_range(min_clauses, max_clauses)
+    typer.echo(f"wrote {export_benchmark(directory, n, seed, (min_clauses, max_clauses))}")
+
+
 def testbed(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> typer.Typer:
     """The ``testbed`` command group, each command wrapped by ``wrap`` (the CLI's error handler)."""
-    group = typer.Typer(help="The CPU-verifiable testbed world: baselines and session export.", no_args_is_help=True)
+    group = typer.Typer(help="The CPU-verifiable testbed world: baselines, training sessions, evaluation benchmark.", no_args_is_help=True)
     group.command()(wrap(demo))
     group.command()(wrap(export))
+    group.command()(wrap(benchmark))
     return group

@@ -22,9 +22,7 @@ from mira.policies.baselines import PassthroughPolicy, StaticPlanPolicy
 from mira.testbed.editor import TestbedEditor
 from mira.testbed.judge import TestbedJudge
 from mira.testbed.oracle import OraclePolicy
-from mira.testbed.tasks import Task, make_tasks
-
-HELD_OUT_SEED = 10_000
+from mira.testbed.tasks import HELD_OUT_SEED, Task, make_tasks
 
 METHODS: dict[str, Callable[[Task], Policy]] = {
     "single-shot": lambda task: PassthroughPolicy(),

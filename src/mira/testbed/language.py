@@ -205,10 +205,10 @@ def parse_ref(text: str) -> Ref:
     return Ref(head.kind, head.color, head.size, head.cell, relation, anchor)
 
 
-def _color(word: str, allowed: dict) -> str:
+def _color(word: str, allowed: dict, what: str) -> str:
     color = _COLOR_WORDS[word]
     if color not in allowed:
-        raise ParseError(f"'{word}' is not available here; choose one of {', '.join(allowed)}")
+        raise ParseError(f"'{word}' is not a {what} colour; choose one of {', '.join(allowed)}")
     return color
 
 
@@ -243,10 +243,10 @@ _PATTERNS: list[tuple[re.Pattern, object]] = [
     (re.compile(rf"^resize\s{_REF}\sto\s(?:be\s)?(?:a\s)?(?P<size>{_SIZE_RE})(?:\ssize)?$"),
      lambda m: Resize(parse_ref(m["ref"]), _size(m["size"]))),
     (re.compile(rf"^(?:change|set|switch)\sthe\scolor\sof\s{_REF}\sto\s(?P<color>{_COLOR_RE})$"),
-     lambda m: Recolor(parse_ref(m["ref"]), _color(m["color"], COLORS))),
+     lambda m: Recolor(parse_ref(m["ref"]), _color(m["color"], COLORS, "shape"))),
     (re.compile(rf"^(?:make|turn|paint|color|recolor|change|fill)\s{_REF}\s(?:to\s|into\s|in\s)?(?:be\s)?"
                 rf"(?P<color>{_COLOR_RE})$"),
-     lambda m: Recolor(parse_ref(m["ref"]), _color(m["color"], COLORS))),
+     lambda m: Recolor(parse_ref(m["ref"]), _color(m["color"], COLORS, "shape"))),
 ]
 
 
@@ -266,7 +266,7 @@ def parse_edit(clause: str) -> Edit:
         words = [w for w in t.split() if w in _COLOR_WORDS]
         if not words:
             raise ParseError(f"say which colour the background should be ({', '.join(BACKGROUNDS)})")
-        return Background(_color(words[-1], BACKGROUNDS))
+        return Background(_color(words[-1], BACKGROUNDS, "background"))
     last: ParseError | None = None
     for pattern, build in _PATTERNS:
         m = pattern.match(t)

@@ -22,6 +22,7 @@ from mira.testbed.edits import (
 from mira.testbed.language import edit_text, join_clauses
 from mira.testbed.scene import COLORS, BACKGROUNDS, SHAPES, SIZES, Scene, Shape, random_scene, render
 
+HELD_OUT_SEED = 10_000  # evaluation tasks use seeds from here on; training data uses lower seeds
 EDIT_WEIGHTS = {"recolor": 3.0, "move": 2.0, "add": 2.0, "remove": 2.0, "resize": 1.5, "background": 1.0}
 
 
@@ -135,9 +136,9 @@ def export_sessions(directory: str | Path, n: int, seed: int, clauses: tuple[int
          "results": ["images/testbed-0-00000/turn_1.png", "images/testbed-0-00000/turn_2.png"],
          "instruction": "Make the red circle blue and remove the square.", "licence": "CC0-1.0"}
 
-    Paths are relative to the JSONL file's folder. ``results`` are exact renders of the scene after each turn;
-    ``instruction`` is the testbed's own complex instruction (the builder may write its own from the turns).
-    Returns the JSONL path.
+    This is the data builder's ``jsonl`` source format (``{kind: jsonl, path: DIR/sessions.jsonl}``): paths are
+    relative to the JSONL file's folder, ``results`` are exact renders of the scene after each turn, and turns may be
+    reordered (tasks are order free). ``instruction`` is the testbed's own complex instruction. Returns the JSONL path.
     """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -155,3 +156,28 @@ def export_sessions(directory: str | Path, n: int, seed: int, clauses: tuple[int
     path = out / "sessions.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def export_benchmark(directory: str | Path, n: int, seed: int = HELD_OUT_SEED,
+                     clauses: tuple[int, int] = (1, 4)) -> Path:
+    """Write ``n`` held-out tasks as an evaluation benchmark: ``DIR/samples.jsonl`` plus ``DIR/images/*.png``.
+
+    One JSON object per line, the evaluation runner's local format::
+
+        {"id": "testbed-10000-00000", "instruction": "Make the red circle blue and remove the square.",
+         "image": "images/testbed-10000-00000.png", "reference": "images/testbed-10000-00000.reference.png",
+         "atomic": ["make the red circle blue", "remove the square"], "clauses": 2, "source": "testbed"}
+
+    ``reference`` is the exact target. Returns the folder.
+    """
+    out = Path(directory)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for task in make_tasks(n, seed, clauses):
+        image, reference = f"images/{task.id}.png", f"images/{task.id}.reference.png"
+        task.image.save(out / image)
+        task.target_image.save(out / reference)
+        rows.append({"id": task.id, "instruction": task.instruction, "image": image, "reference": reference,
+                     "atomic": list(task.clauses), "clauses": len(task.clauses), "source": "testbed"})
+    (out / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
