@@ -132,6 +132,8 @@ def test_judge_gives_ten_to_a_perfect_edit():
         assert scores.details["exact"] and scores.details["satisfied"] == len(task.clauses)
     untouched = judge.score(IMAGE, IMAGE, RECOLOR)
     assert untouched.sc == 0.0 and not untouched.details["exact"]
+    nothing_to_do = judge.score(IMAGE, IMAGE, "remove the diamond")  # no diamond: leaving the image alone is right
+    assert nothing_to_do.sc == 10.0 and nothing_to_do.details["inapplicable"] == 1
 
 
 def test_judge_penalises_missing_clauses_and_unintended_changes():

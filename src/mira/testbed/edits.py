@@ -209,12 +209,9 @@ def unique_refs(scene: Scene, shape: Shape) -> dict[str, list[Ref]]:
     return {"attributes": attributes, "cell": cell, "relation": relation}
 
 
-def refer(scene: Scene, shape: Shape, rng: random.Random, styles: tuple[str, ...] | None = None) -> Ref:
-    """A random expression that picks ``shape`` alone in ``scene``; styles tried in random order, cell always works."""
+def refer(scene: Scene, shape: Shape, rng: random.Random) -> Ref:
+    """A random expression that picks ``shape`` alone in ``scene``: a random style among those that have one (a cell
+    reference always works), then a random expression of that style."""
     options = unique_refs(scene, shape)
-    order = list(styles or options)
-    rng.shuffle(order)
-    for style in order:
-        if options[style]:
-            return rng.choice(options[style])
-    return rng.choice(options["cell"])
+    style = rng.choice([name for name, refs in options.items() if refs])
+    return rng.choice(options[style])
