@@ -216,12 +216,20 @@ def tiny_models(
         console.print(f"{name}: {path}")
 
 
+def quiet_libraries() -> None:
+    """Keep library progress bars and warnings out of MIRA's own step-by-step output."""
+    for var, value in (("TRANSFORMERS_VERBOSITY", "error"), ("DIFFUSERS_VERBOSITY", "error"),
+                       ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")):
+        os.environ.setdefault(var, value)
+
+
 from mira.testbed.commands import testbed  # noqa: E402  (typer only; the world loads when a command runs)
 
 app.add_typer(testbed(friendly_errors), name="testbed")
 
 
 def main() -> None:
+    quiet_libraries()
     try:
         app()
     except UnicodeEncodeError as exc:  # arguments that are not valid text reach us as surrogates
