@@ -23,7 +23,7 @@ from mira.editors.remote import HTTPEditor
 from mira.policies.openai import OpenAIPolicy
 from mira.testing_servers import plan_responder, tint, unused_port
 
-TESTS = Path(__file__).resolve().parent
+SRC = Path(__file__).resolve().parents[1] / "src"
 runner = CliRunner()
 
 
@@ -33,15 +33,12 @@ def photo(size=(64, 64)) -> Image.Image:
     return img
 
 
-def start_service(args: list[str], env: dict[str, str], register: dict[str, str] | None = None):
+def start_service(args: list[str], env: dict[str, str]):
     """Run `mira serve-editor ARGS` in a subprocess on a free port; return (process, url) once /health answers."""
     port = unused_port()
-    code = "import sys; from mira.cli import main; sys.argv[0] = 'mira'; main()"
-    if register:
-        code = f"from mira import registry; registry.EDITORS.update({register!r}); " + code
-    pythonpath = os.pathsep.join([str(TESTS.parent / "src"), str(TESTS), os.environ.get("PYTHONPATH", "")])
+    pythonpath = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, "serve-editor", *args, "--port", str(port)],
+        [sys.executable, "-m", "mira.cli", "serve-editor", *args, "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": pythonpath, **env},
     )
@@ -89,15 +86,16 @@ def test_serve_editor_subprocess_with_key_and_upstream_key(chat_server):
 
 
 @pytest.mark.slow
-def test_serve_editor_with_a_tiny_diffusers_pipeline(tiny_flux_kontext, chat_server, tmp_path):
-    from served_editors import TinyKontextEditor
+def test_serve_editor_with_a_tiny_diffusers_pipeline(tiny_models, chat_server, tmp_path):
+    from mira.editors.diffusers import DiffusersEditor
 
-    proc, url = start_service(["--editor", "tiny-kontext", "--editor-model", str(tiny_flux_kontext)], {},
-                              register={"tiny-kontext": "served_editors:TinyKontextEditor"})
+    kontext = str(tiny_models["flux-kontext"])
+    proc, url = start_service(["--editor", "flux-kontext", "--editor-model", kontext, "--device", "cpu",
+                               "--steps", "2", "--max-pixels", "4096"], {})
     try:
         editor = HTTPEditor(url)
-        assert editor.name == "tiny-flux-kontext" and editor.params() == {"num_inference_steps": 2, "size": 64}
-        local = TinyKontextEditor(str(tiny_flux_kontext))
+        local = DiffusersEditor.flux_kontext(kontext, device="cpu", num_inference_steps=2, max_pixels=4096)
+        assert editor.name == "flux-kontext" and editor.params() == local.params()
         served = editor.edit(photo(), "make the sky blue", seed=5)
         assert served.size == (64, 64)
         assert served.tobytes() == local.edit(photo(), "make the sky blue", seed=5).tobytes()
@@ -107,7 +105,8 @@ def test_serve_editor_with_a_tiny_diffusers_pipeline(tiny_flux_kontext, chat_ser
         results = run_many(agent, [(photo(), "make the sky blue and the car red")] * 2, concurrency=2,
                            run_root=tmp_path)
         assert all(t.stop_reason == "stop" and len(t.edits) == 2 for t in results)
-        assert json.loads((tmp_path / "00001" / "trajectory.json").read_text())["config"]["editor"]["url"] == url
+        saved = json.loads((tmp_path / "00001" / "trajectory.json").read_text())
+        assert saved["config"]["editor"]["url"] == url and saved["steps"][0]["editor"] == "flux-kontext"
     finally:
         stop_service(proc)
 
