@@ -21,12 +21,12 @@ Requires the ``serve`` extra (fastapi, uvicorn, python-multipart).
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import io
 import json
 import re
 import socket
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -85,8 +85,7 @@ class LoopbackServer:
         self.port: int | None = None
         self._faults: deque[Fault] = deque()
         self._sticky: Fault | None = None
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._running: contextlib.ExitStack | None = None
 
     @property
     def url(self) -> str:
@@ -134,30 +133,17 @@ class LoopbackServer:
         await send({"type": "http.response.body", "body": body.encode("utf-8")})
 
     def start(self) -> "LoopbackServer":
-        import uvicorn
+        from mira.serve.commands import running_server
 
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self, interface="asgi3", lifespan="off", log_level="warning",
-                                timeout_graceful_shutdown=0.5, backlog=512)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True,
-                                        name=f"loopback-{self.port}")
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the loopback server on port {self.port} did not start")
-            time.sleep(0.01)
+        self._running = contextlib.ExitStack()
+        url = self._running.enter_context(running_server(self))
+        self.port = int(url.rsplit(":", 1)[1])
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            self._server = None
+        if self._running is not None:
+            self._running.close()
+            self._running = None
 
     def __enter__(self) -> "LoopbackServer":
         return self.start()
