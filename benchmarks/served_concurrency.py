@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import math
 import multiprocessing
+import os
 import time
 
 from PIL import Image
@@ -52,7 +53,8 @@ async def measure(agent: MiraAgent, items: list[BatchItem], args: argparse.Names
         ideal = math.ceil(args.trajectories / k) * args.steps * 2 * args.latency
         print(f"concurrency {k:>3}: {timings[k]:7.2f} s   ({ideal:.2f} s of pure latency at best)")
     speedup = timings[1] / timings[args.concurrency]
-    print(f"speed-up at concurrency {args.concurrency}: {speedup:.1f}x (ideal {args.concurrency}x)")
+    print(f"speed-up at concurrency {args.concurrency}: {speedup:.1f}x (ideal {args.concurrency}x); "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 def main() -> None:

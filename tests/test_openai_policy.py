@@ -221,3 +221,22 @@ def test_backend_errors_are_service_errors_for_other_users(chat_server):
     backend = OpenAIChatBackend("m", base_url=chat_server.base_url, **FAST)
     with pytest.raises(ServiceError, match="HTTP 404.*check the URL"):
         backend.chat([{"role": "user", "content": "score this"}])
+
+
+def test_large_images_are_encoded_off_the_event_loop(chat_server, monkeypatch):
+    import threading
+
+    import mira.clients.openai_chat as openai_chat
+
+    threads = []
+    encode = openai_chat.encode_image
+    monkeypatch.setattr(openai_chat, "encode_image",
+                        lambda *a, **k: threads.append(threading.current_thread()) or encode(*a, **k))
+    backend = OpenAIChatBackend("m", base_url=chat_server.base_url)
+    small, large = observation(), Observation("x", (), photo(size=(600, 500)), photo((1, 2, 3), size=(600, 500)))
+    asyncio.run(backend.achat(build_messages(small, embed_images=True)))
+    assert threads == [threading.main_thread()] * 2
+    asyncio.run(backend.achat(build_messages(large, embed_images=True)))
+    assert len(threads) == 4 and threading.main_thread() not in threads[2:]
+    sent = [p for p in chat_server.chat_requests[-1]["messages"][1]["content"] if p["type"] == "image_url"]
+    assert decode_data_url(sent[1]["image_url"]["url"]).tobytes() == large.current.tobytes()

@@ -227,13 +227,13 @@ class ScriptedOpenAIServer(LoopbackServer):
             n = int(body.get("n") or 1)
             answer = self.responder(body)
             texts = [answer] * n if isinstance(answer, str) else list(answer)
-            return {
+            return JSONResponse({
                 "id": f"chatcmpl-{len(self.chat_requests)}", "object": "chat.completion", "created": int(time.time()),
                 "model": body.get("model", ""),
                 "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
                             for i, t in enumerate(texts)],
                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-            }
+            })
 
         @app.post("/v1/images/edits", response_model=None)
         async def images_edit(request: Request) -> Any:
@@ -247,7 +247,8 @@ class ScriptedOpenAIServer(LoopbackServer):
             self.image_requests.append({**fields, "image": image})
             buf = io.BytesIO()
             self.image_responder(image, prompt).save(buf, format="PNG")
-            return {"created": int(time.time()), "data": [{"b64_json": base64.b64encode(buf.getvalue()).decode()}]}
+            return JSONResponse({"created": int(time.time()),
+                                 "data": [{"b64_json": base64.b64encode(buf.getvalue()).decode()}]})
 
         return app
 

@@ -25,7 +25,6 @@ end in one :class:`~mira.clients.retry.ServiceError` naming the endpoint.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import os
@@ -35,7 +34,8 @@ from typing import Any
 
 from PIL import Image
 
-from mira.clients.retry import PerLoop, RequestFailure, RetryPolicy, ServiceError, safe_url
+from mira.clients.retry import (INLINE_PIXELS, PerLoop, RequestFailure, RetryPolicy, ServiceError, encode_off_loop,
+                                safe_url)
 from mira.vlm import ChatBackend
 
 # The SDK's typed ``chat.completions.create`` re-walks every message (data URLs included) on each call, which costs
@@ -111,6 +111,17 @@ def _completion_type() -> type:
     from openai.types.chat import ChatCompletion
 
     return ChatCompletion
+
+
+def _pixels(messages: list[dict[str, Any]]) -> int:
+    """Pixels of the PIL images in ``messages`` (other image sources count as large)."""
+    total = 0
+    for message in messages:
+        for item in message["content"] if isinstance(message["content"], list) else ():
+            if item.get("type") == "image":
+                image = item.get("image")
+                total += image.width * image.height if isinstance(image, Image.Image) else INLINE_PIXELS + 1
+    return total
 
 
 def _shift(seed: int | None, offset: int) -> int | None:
@@ -229,8 +240,8 @@ class OpenAIChatBackend(ChatBackend):
     async def achat(
         self, messages: list[dict[str, Any]], *, n: int = 1, seed: int | None = None, **sampling: Any
     ) -> list[str]:
-        """Async :meth:`chat` with the SDK's async client; images are encoded off the event loop."""
-        openai_messages = await asyncio.to_thread(self.to_openai_messages, messages)
+        """Async :meth:`chat` with the SDK's async client; large images are encoded off the event loop."""
+        openai_messages = await encode_off_loop(_pixels(messages), self.to_openai_messages, messages)
         client = self.clients.aio
         texts: list[str] = []
         while len(texts) < n:

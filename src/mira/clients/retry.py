@@ -17,6 +17,7 @@ use by raising :class:`RequestFailure` itself (``kind="malformed"``).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import random
@@ -26,7 +27,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Awaitable, Callable, Generic, Iterable, Mapping, TypeVar
+from typing import Any, Awaitable, Callable, Generic, Iterable, Iterator, Mapping, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 log = logging.getLogger("mira.clients")
@@ -223,15 +224,31 @@ class RetryPolicy:
 
 
 class PerLoop(Generic[T]):
-    """One object per running event loop, built on first use: async HTTP clients must not cross event loops."""
+    """Objects built per running event loop on first use (async HTTP clients must not cross event loops).
 
-    def __init__(self, factory: Callable[[], T]):
-        self._factory = factory
-        self._items: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T]" = weakref.WeakKeyDictionary()
+    With ``copies > 1`` each loop gets that many, handed out in turn: httpcore's connection pool checks every one of
+    its connections on each request, so spreading many concurrent requests over a few clients saves CPU.
+    """
+
+    def __init__(self, factory: Callable[[], T], copies: int = 1):
+        self._factory, self._copies = factory, copies
+        self._items: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Iterator[T]]" = weakref.WeakKeyDictionary()
 
     def get(self) -> T:
         loop = asyncio.get_running_loop()
-        item = self._items.get(loop)
-        if item is None:
-            item = self._items[loop] = self._factory()
-        return item
+        items = self._items.get(loop)
+        if items is None:
+            items = self._items[loop] = itertools.cycle([self._factory() for _ in range(self._copies)])
+        return next(items)
+
+
+INLINE_PIXELS = 512 * 512
+
+
+async def encode_off_loop(pixels: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` (image encoding for a request) in a worker thread, or inline when the images are small
+    (``pixels`` <= :data:`INLINE_PIXELS`): a thread hop costs more than encoding a small image, and a large one
+    must not stall the other requests on the event loop."""
+    if pixels <= INLINE_PIXELS:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)

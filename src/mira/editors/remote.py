@@ -33,11 +33,12 @@ from typing import Any
 from PIL import Image
 
 from mira.clients.openai_chat import OpenAIClients
-from mira.clients.retry import PerLoop, RequestFailure, RetryPolicy, ServiceError, safe_url
+from mira.clients.retry import PerLoop, RequestFailure, RetryPolicy, ServiceError, encode_off_loop, safe_url
 from mira.editors.base import Editor, EditorError
 from mira.trajectory import image_to_png_bytes
 
 WIRE_PROTOCOL = "mira-editor/1"
+ASYNC_CLIENTS = 4  # async httpx clients per event loop, used in turn (see mira.clients.retry.PerLoop)
 log = logging.getLogger("mira.editors.remote")
 
 
@@ -158,7 +159,7 @@ class HTTPEditor(Editor):
         self._headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         self.endpoint = f"editor service at {safe_url(self.url)}"
         self._client: Any = None
-        self._aclients = PerLoop(self._new_async_client)
+        self._aclients = PerLoop(self._new_async_client, copies=ASYNC_CLIENTS)
         self.remote: dict[str, Any] = self.health() if check else {}
         self.name = name or self.remote.get("name") or "http-editor"
 
@@ -205,7 +206,7 @@ class HTTPEditor(Editor):
         return self._call(lambda: self._result(self._sync_client().post("/v1/edit", json=payload)))
 
     async def aedit(self, image: Image.Image, instruction: str, *, seed: int | None = None) -> Image.Image:
-        payload = await asyncio.to_thread(self._payload, image, instruction, seed)
+        payload = await encode_off_loop(image.width * image.height, self._payload, image, instruction, seed)
         client = self._aclients.get()
 
         async def once() -> Image.Image:
@@ -277,7 +278,7 @@ def editor_app(editor: Editor, *, concurrency: int = 1, api_key: str | None = No
             seconds = time.perf_counter() - t0
         if not isinstance(result, Image.Image):
             return error(500, "editor_error", f"{editor.name} returned {type(result).__name__}, not an image")
-        encoded = await asyncio.to_thread(_b64_png, result)
-        return {"image": encoded, "params": editor.params(), "seed": body.seed, "seconds": round(seconds, 4)}
+        encoded = await encode_off_loop(result.width * result.height, _b64_png, result)
+        return JSONResponse({"image": encoded, "params": editor.params(), "seed": body.seed, "seconds": round(seconds, 4)})
 
     return app
