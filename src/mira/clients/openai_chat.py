@@ -38,9 +38,9 @@ from mira.clients.retry import (INLINE_PIXELS, PerLoop, RequestFailure, RetryPol
                                 safe_url)
 from mira.vlm import ChatBackend
 
-# The SDK's typed ``chat.completions.create`` re-walks every message (data URLs included) on each call, which costs
-# milliseconds of CPU per request and caps the throughput of many concurrent trajectories; the body is built here and
-# sent with the SDK's documented ``client.post`` (same client, transport, errors and response model).
+# The SDK's typed ``chat.completions.create`` re-walks every message on each call (measured: 3.0 ms of client CPU per
+# call against 1.8 ms, two 64x64 images), which caps the throughput of many concurrent trajectories; the body is
+# built here and sent with the SDK's documented ``client.post`` (same client, transport, errors and response model).
 CHAT_PATH = "/chat/completions"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
