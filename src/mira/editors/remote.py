@@ -131,7 +131,8 @@ class HTTPEditor(Editor):
     """Client of ``mira serve-editor`` (spec ``http://host:port``), sync and natively async (httpx).
 
     On construction it reads ``/health`` (unless ``check=False``) to fail fast and to record the served editor's
-    name and parameters in trajectories.
+    name and parameters in trajectories. ``timeout`` includes the time a request waits in the service's queue: when
+    many trajectories share a one-edit-at-a-time service, raise it or lower their concurrency.
     """
 
     def __init__(
