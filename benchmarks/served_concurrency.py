@@ -1,9 +1,9 @@
 """Concurrency over served backends: N trajectories against loopback chat + editor servers with fixed latency.
 
 Both servers are real HTTP servers on 127.0.0.1 (:mod:`mira.testing_servers`), run in a child process as served
-backends run elsewhere: the policy is
-:class:`~mira.policies.openai.OpenAIPolicy` (OpenAI SDK) against a scripted ``/v1/chat/completions``, the editor is
-:class:`~mira.editors.remote.HTTPEditor` against MIRA's editor service serving a pure-PIL editor. Every chat and
+backends run elsewhere: the policy is :class:`~mira.policies.openai.OpenAIPolicy` (OpenAI SDK) against a scripted
+``/v1/chat/completions``, the editor is :class:`~mira.editors.remote.HTTPEditor` against MIRA's editor service
+serving a pure-PIL editor. Every chat and
 edit call takes ``--latency`` seconds on the server. After an untimed warm-up batch (clients built, connections
 open: the steady state of a long evaluation run), the same batch runs through :func:`mira.batch.arun_many` at
 concurrency 1 and at ``--concurrency`` in one event loop; the script prints both wall times, the speed-up and
