@@ -218,6 +218,11 @@ def tiny_models(
         console.print(f"{name}: {path}")
 
 
+from mira.train.commands import app as train_app  # noqa: E402 - light: typer only
+
+app.add_typer(train_app, name="train")
+
+
 def main() -> None:
     try:
         app()
