@@ -53,7 +53,8 @@ class MiraGRPOConfig(MiraTrainArguments, GRPOConfig):
     editor_options: dict[str, Any] | None = field(default=None, metadata={"help": "Options for the editor."})
     judge: str | None = field(default=None, metadata={"help": "Judge: registry name or module:factory."})
     judge_options: dict[str, Any] | None = field(default=None, metadata={"help": "Options for the judge."})
-    reward_max_workers: int = field(default=1, metadata={"help": "Concurrent editor / judge calls (served backends)."})
+    editor_workers: int = field(default=1, metadata={"help": "Concurrent editor calls (raise for served editors)."})
+    judge_workers: int = field(default=1, metadata={"help": "Concurrent judge calls (raise for served judges)."})
     edit_cache_size: int = field(default=256, metadata={"help": "Edited images kept per process (LRU)."})
 
     def __post_init__(self) -> None:
@@ -70,8 +71,8 @@ class MiraGRPOConfig(MiraTrainArguments, GRPOConfig):
             raise ConfigError("the 'trajectory' reward needs rollout: trajectory")
         if self.max_rollout_steps < 1:
             raise ConfigError("max_rollout_steps must be at least 1")
-        if self.reward_max_workers < 1:
-            raise ConfigError("reward_max_workers must be at least 1")
+        if self.editor_workers < 1 or self.judge_workers < 1:
+            raise ConfigError("editor_workers and judge_workers must be at least 1")
 
     def needs_environment(self) -> bool:
         return self.rollout == "trajectory" or "edit" in (self.rewards or [])
@@ -91,8 +92,8 @@ def build_grpo_trainer(
         editor = editor or _build("editor", config.editor, config.editor_options)
         judge = judge or _build("judge", config.judge, config.judge_options)
         environment = EditEnvironment(
-            editor, judge, seed=config.seed, max_workers=config.reward_max_workers,
-            image_cache_size=config.edit_cache_size,
+            editor, judge, seed=config.seed, editor_workers=config.editor_workers,
+            judge_workers=config.judge_workers, image_cache_size=config.edit_cache_size,
         )
     needs = ("instruction", "history") if config.needs_environment() else ()
     train, test = load_splits(

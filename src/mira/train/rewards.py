@@ -15,9 +15,9 @@ data, not a crash. If every edit (or every judgement) of a batch fails, the rewa
 backend stops training rather than silently training on nothing.
 
 :class:`EditEnvironment` holds the editor, the judge and their caches. Editor calls are deduplicated and cached per
-(state, action) with a seed derived from both, so a group of completions that agree costs one edit; with
-``max_workers > 1`` distinct calls run concurrently (use it with served editors and judges, whose backends are thread
-safe; a local diffusers pipeline wants 1).
+(state, action) with a seed derived from both, so a group of completions that agree costs one edit. Distinct calls
+run concurrently up to ``editor_workers`` / ``judge_workers`` (raise them for served backends, which are thread safe;
+a local diffusers pipeline wants 1).
 """
 
 from __future__ import annotations
@@ -99,15 +99,17 @@ class EditEnvironment:
         judge: Judge,
         *,
         seed: int = 0,
-        max_workers: int = 1,
+        editor_workers: int = 1,
+        judge_workers: int = 1,
         image_cache_size: int = 256,
         score_cache_size: int = 65536,
     ):
-        if max_workers < 1:
-            raise ValueError("max_workers must be at least 1")
-        self.editor, self.judge, self.seed, self.max_workers = editor, judge, seed, max_workers
+        if editor_workers < 1 or judge_workers < 1:
+            raise ValueError("editor_workers and judge_workers must be at least 1")
+        self.editor, self.judge, self.seed = editor, judge, seed
+        self.workers = {"edit": editor_workers, "judge": judge_workers}
         self._edits, self._scores = _LRU(image_cache_size), _LRU(score_cache_size)
-        self._pool: ThreadPoolExecutor | None = None
+        self._pools: dict[str, ThreadPoolExecutor] = {}
         self._last_error = ""
         self.stats = {"edits": 0, "edit_cache_hits": 0, "edit_failures": 0, "judgements": 0, "judge_failures": 0}
 
@@ -179,10 +181,10 @@ class EditEnvironment:
             self.stats["edit_cache_hits"] += len(work) - len(todo)
         else:
             self.stats["judgements"] += len(todo)
-        if self.max_workers > 1 and len(todo) > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="mira-reward")
-            outputs = list(self._pool.map(run, todo))
+        if self.workers[what] > 1 and len(todo) > 1:
+            if what not in self._pools:
+                self._pools[what] = ThreadPoolExecutor(self.workers[what], thread_name_prefix=f"mira-{what}")
+            outputs = list(self._pools[what].map(run, todo))
         else:
             outputs = [run(item) for item in todo]
         failures = sum(out is None for out in outputs)
@@ -196,9 +198,9 @@ class EditEnvironment:
         return results
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
+        for pool in self._pools.values():
+            pool.shutdown(wait=False)
+        self._pools.clear()
 
 
 class EditReward:
