@@ -85,6 +85,27 @@ def test_sft_loss_falls_and_the_policy_is_saved_for_inference(sft_policy):
     assert good > unseen + 10  # the taught answer became far more likely than an untaught one
 
 
+def test_the_sft_policy_drives_the_agent_and_mira_edit(sft_policy, tmp_path, monkeypatch):
+    from mira import MiraAgent, registry
+    from mira.policies.transformers import TransformersPolicy
+
+    _, out = sft_policy
+    editor = ColorEditor()
+    policy = TransformersPolicy(str(out), do_sample=False, max_new_tokens=24)
+    trajectory = MiraAgent(policy=policy, editor=editor, max_steps=2)(image(), "make the cup red")
+    assert trajectory.steps and trajectory.steps[0].action.startswith("make the cup")  # a taught answer, parsed
+    assert editor.calls >= 1 and trajectory.config["policy"]["model"] == str(out)
+
+    monkeypatch.setitem(registry.EDITORS, "color", "train_support:ColorEditor")
+    photo, result_path = tmp_path / "photo.png", tmp_path / "out.png"
+    image().save(photo)
+    result = CliRunner().invoke(app, ["edit", str(photo), "make the cup blue", "--policy", str(out), "--editor",
+                                      "color", "--max-steps", "1", "--temperature", "0", "--policy-option",
+                                      "max_new_tokens=24", "-o", str(result_path), "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "step 1:" in result.output and result_path.exists()
+
+
 def test_lora_sft_merges_keeps_vision_frozen_and_is_reproducible(tmp_path, train_base_model, data):
     def run(name):
         config = MiraSFTConfig(
@@ -142,8 +163,8 @@ def test_grpo_format_reward_rises(tmp_path, sft_policy, data):
     _, policy = sft_policy
     config = MiraGRPOConfig(
         output_dir=str(tmp_path / "grpo"), model_name_or_path=str(policy), dataset_name=str(data / "grpo-start"),
-        rewards=["format"], max_steps=15, learning_rate=2e-3, seed=0,
-        **{**GRPO, "num_generations": 8, "per_device_train_batch_size": 8}, **TINY,
+        rewards=["format"], max_steps=15, learning_rate=5e-4, temperature=0.7, seed=0,
+        **{**GRPO, "num_generations": 8, "per_device_train_batch_size": 16}, **TINY,
     )
     trainer = train_grpo(config)
     rewards = losses(trainer, "rewards/format_reward/mean")
@@ -212,15 +233,13 @@ def test_grpo_trajectory_rollouts_with_lora(tmp_path, sft_policy, data):
     [
         ({"learning_rat": 0.1}, "unknown option 'learning_rat'; did you mean 'learning_rate'"),
         ({"dataset_name": "/no/such/dataset"}, "dataset folder '/no/such/dataset' does not exist"),
-        ({"dataset_name": "OLD"}, "protocol version 0 but this MIRA speaks version"),
+        ({}, "protocol version 0 but this MIRA speaks version"),
     ],
 )
 def test_train_cli_errors_are_one_line(tmp_path, train_base_model, options, message):
-    rows = [dict(r, protocol_version="0") for r in sft_rows()]
-    Dataset.from_list(rows).save_to_disk(tmp_path / "old")
-    if options.get("dataset_name") == "OLD":
-        options = {"dataset_name": str(tmp_path / "old")}
-    config = write_config(tmp_path / "sft.yaml", output_dir=str(tmp_path / "o"), **{
-        "model_name_or_path": str(train_base_model), "dataset_name": str(tmp_path / "old"), **TINY, **options})
+    Dataset.from_list([dict(r, protocol_version="0") for r in sft_rows()]).save_to_disk(tmp_path / "old")
+    config = write_config(tmp_path / "sft.yaml", **{
+        "output_dir": str(tmp_path / "o"), "model_name_or_path": str(train_base_model),
+        "dataset_name": str(tmp_path / "old"), **TINY, **options})
     result = CliRunner().invoke(app, ["train", "sft", str(config)])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output

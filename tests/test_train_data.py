@@ -186,3 +186,34 @@ def test_splits_keep_trajectories_whole_and_are_seeded(tmp_path):
     (tmp_path / "plain").mkdir()
     with pytest.raises(DatasetError, match="not a dataset folder"):
         load_splits(str(tmp_path / "plain"))
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_accelerate_configs_load(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    assert config.num_processes >= 1 and config.mixed_precision == "bf16"
+
+
+def test_editors_and_judges_resolve_from_names_and_import_paths(grpo_config_cls):
+    from mira.testbed.editor import TestbedEditor
+    from mira.testbed.judge import TestbedJudge
+    from mira.train.grpo import _build
+
+    assert isinstance(_build("editor", "testbed", {"error_rate": 0.0}), TestbedEditor)
+    assert isinstance(_build("judge", "mira.testbed.judge:TestbedJudge", None), TestbedJudge)
+    with pytest.raises(ConfigError, match="judge 'mira.testbed.judge:NoSuchJudge' is neither registered"):
+        _build("judge", "mira.testbed.judge:NoSuchJudge", None)
+    with pytest.raises(ConfigError, match="need a judge"):
+        _build("judge", None, None)
+
+
+def test_a_checkpoint_of_another_protocol_version_is_refused(tmp_path, sft_config_cls):
+    from mira.train.common import check_base_model
+
+    (tmp_path / "mira_training.json").write_text('{"protocol_version": "0"}')
+    config = sft_config_cls(output_dir=str(tmp_path / "o"), model_name_or_path=str(tmp_path), dataset_name="d",
+                            use_cpu=True, bf16=False)
+    with pytest.raises(ConfigError, match="trained with protocol version 0"):
+        check_base_model(config)

@@ -32,13 +32,11 @@ def sft(
 ) -> None:
     """Supervised fine-tuning on a MIRA-Editing dataset (TRL SFTTrainer)."""
 
-    def run(options: dict[str, Any]) -> str:
+    def run(options: dict[str, Any]) -> Any:
         from mira.train.config import load_config
         from mira.train.sft import MiraSFTConfig, train_sft
 
-        cfg = load_config(MiraSFTConfig, config, options)
-        train_sft(cfg)
-        return cfg.output_dir
+        return train_sft(load_config(MiraSFTConfig, config, options))
 
     _run(run, set_, resume)
 
@@ -51,18 +49,16 @@ def grpo(
 ) -> None:
     """GRPO with an editor and a judge in the loop (TRL GRPOTrainer)."""
 
-    def run(options: dict[str, Any]) -> str:
+    def run(options: dict[str, Any]) -> Any:
         from mira.train.config import load_config
         from mira.train.grpo import MiraGRPOConfig, train_grpo
 
-        cfg = load_config(MiraGRPOConfig, config, options)
-        train_grpo(cfg)
-        return cfg.output_dir
+        return train_grpo(load_config(MiraGRPOConfig, config, options))
 
     _run(run, set_, resume)
 
 
-def _run(train: Callable[[dict[str, Any]], str], pairs: list[str] | None, resume: bool) -> None:
+def _run(train: Callable[[dict[str, Any]], Any], pairs: list[str] | None, resume: bool) -> None:
     """Run a training command with the CLI's one-line error handling."""
     from mira.cli import CLIError, console, friendly_errors, parse_options
 
@@ -75,10 +71,14 @@ def _run(train: Callable[[dict[str, Any]], str], pairs: list[str] | None, resume
         if resume:
             options["resume_from_checkpoint"] = "latest"
         try:
-            out = train(options)
+            trainer = train(options)
         except (ConfigError, DatasetError) as exc:
             raise CLIError(str(exc)) from None
-        console.print(f"[green]done[/]: policy saved to {out}\ntry it:  mira edit IMAGE \"INSTRUCTION\" --policy {out}")
+        if not trainer.is_world_process_zero():
+            return
+        out = trainer.args.output_dir
+        console.print(f"[green]done[/]: policy saved to {out}", soft_wrap=True)
+        console.print(f"try it:  mira edit IMAGE \"INSTRUCTION\" --policy {out}", soft_wrap=True)
 
     guarded()
 

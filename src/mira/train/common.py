@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from transformers import TrainerCallback
 
@@ -38,6 +38,22 @@ def check_base_model(config: MiraTrainArguments) -> None:
                 f"'{config.model_name_or_path}' was trained with protocol version {found}, but this MIRA speaks "
                 f"version {PROTOCOL_VERSION}; start from a checkpoint trained with this version"
             )
+
+
+def load_datasets(config: MiraTrainArguments, prepare: Callable[..., Any], **checks: Any) -> tuple[Any, Any | None]:
+    """(train, eval or None) of the config's dataset, each checked and prepared by ``prepare``."""
+    from mira.train.data import load_splits
+
+    train, test = load_splits(
+        config.dataset_name,
+        train_split=config.dataset_train_split,
+        test_split=config.dataset_test_split,
+        eval_fraction=config.eval_fraction,
+        seed=config.seed,
+    )
+    checks["validate_rows"] = config.validate_rows
+    train = prepare(train, name=f"dataset '{config.dataset_name}'", **checks)
+    return train, (prepare(test, name="eval split", **checks) if test is not None else None)
 
 
 def load_processor(config: Any, **kwargs: Any) -> Any:

@@ -30,9 +30,16 @@ from trl import GRPOConfig, GRPOTrainer
 from mira.editors.base import Editor
 from mira.judges.base import Judge
 from mira.protocol import STOP, Observation, build_messages, parse_completion, same_action
-from mira.train.common import ManifestCallback, check_base_model, load_processor, lora_config, train_and_save
+from mira.train.common import (
+    ManifestCallback,
+    check_base_model,
+    load_datasets,
+    load_processor,
+    lora_config,
+    train_and_save,
+)
 from mira.train.config import ConfigError, MiraTrainArguments
-from mira.train.data import load_splits, prepare_grpo_dataset
+from mira.train.data import prepare_grpo_dataset
 from mira.train.rewards import EditEnvironment, EditReward, format_reward, trajectory_reward
 
 REWARDS = ("format", "edit", "trajectory")
@@ -87,28 +94,22 @@ def build_grpo_trainer(
 ) -> GRPOTrainer:
     """A ``GRPOTrainer`` with the config's rewards; ``editor`` / ``judge`` objects override the config's names."""
     check_base_model(config)
+    needs = ("instruction", "history") if config.needs_environment() else ()
+    train, test = load_datasets(config, prepare_grpo_dataset, needs=needs)
+
     environment = None
-    if config.needs_environment():
+    if config.needs_environment():  # after the data checks: an editor can take minutes to load
         editor = editor or _build("editor", config.editor, config.editor_options)
         judge = judge or _build("judge", config.judge, config.judge_options)
         environment = EditEnvironment(
             editor, judge, seed=config.seed, editor_workers=config.editor_workers,
             judge_workers=config.judge_workers, image_cache_size=config.edit_cache_size,
         )
-    needs = ("instruction", "history") if config.needs_environment() else ()
-    train, test = load_splits(
-        config.dataset_name,
-        train_split=config.dataset_train_split,
-        test_split=config.dataset_test_split,
-        eval_fraction=config.eval_fraction,
-        seed=config.seed,
-    )
-    check = {"needs": needs, "validate_rows": config.validate_rows}
-    train = prepare_grpo_dataset(train, name=f"dataset '{config.dataset_name}'", **check)
-    test = prepare_grpo_dataset(test, name="eval split", **check) if test is not None else None
 
     rollout = None
     if config.rollout == "trajectory":
+        if not hasattr(GRPOTrainer, "_generate_single_turn"):
+            raise ConfigError("rollout: trajectory needs TRL 1.16 or newer (pip install -U trl)")
         rollout = TrajectoryRollout(environment, [d for d in (train, test) if d is not None], config.max_rollout_steps)
     return GRPOTrainer(
         model=config.model_name_or_path,

@@ -15,9 +15,16 @@ from typing import Any
 
 from trl import SFTConfig, SFTTrainer
 
-from mira.train.common import ManifestCallback, check_base_model, load_processor, lora_config, train_and_save
+from mira.train.common import (
+    ManifestCallback,
+    check_base_model,
+    load_datasets,
+    load_processor,
+    lora_config,
+    train_and_save,
+)
 from mira.train.config import MiraTrainArguments
-from mira.train.data import load_splits, prepare_sft_dataset
+from mira.train.data import prepare_sft_dataset
 
 
 @dataclass
@@ -39,16 +46,7 @@ class MiraSFTConfig(MiraTrainArguments, SFTConfig):
 def build_sft_trainer(config: MiraSFTConfig, *, callbacks: list[Any] | None = None) -> SFTTrainer:
     """An ``SFTTrainer`` over the config's checked dataset, with the config's processor and LoRA settings."""
     check_base_model(config)
-    train, test = load_splits(
-        config.dataset_name,
-        train_split=config.dataset_train_split,
-        test_split=config.dataset_test_split,
-        eval_fraction=config.eval_fraction,
-        seed=config.seed,
-    )
-    train = prepare_sft_dataset(train, validate_rows=config.validate_rows, name=f"dataset '{config.dataset_name}'")
-    if test is not None:
-        test = prepare_sft_dataset(test, validate_rows=config.validate_rows, name="eval split")
+    train, test = load_datasets(config, prepare_sft_dataset)
     return SFTTrainer(
         model=config.model_name_or_path,
         args=config,
