@@ -6,8 +6,9 @@ accelerate: ``accelerate launch --config_file configs/accelerate/zero2.yaml -m m
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Optional
 
 import typer
 
@@ -24,63 +25,46 @@ SET_HELP = "Override one option, key=value (repeatable); values are read as JSON
 RESUME_HELP = "Resume from the latest checkpoint in output_dir."
 
 
-@app.command()
-def sft(
-    config: Path = typer.Argument(..., help=CONFIG_HELP),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
-    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
-) -> None:
-    """Supervised fine-tuning on a MIRA-Editing dataset (TRL SFTTrainer)."""
+def _command(name: str, doc: str, module: str, config_class: str, train: str) -> None:
+    """Register ``mira train NAME``: build ``module.config_class`` from the YAML, then run ``module.train`` on it."""
 
-    def run(options: dict[str, Any]) -> Any:
-        from mira.train.config import load_config
-        from mira.train.sft import MiraSFTConfig, train_sft
+    def command(
+        config: Path = typer.Argument(..., help=CONFIG_HELP),
+        set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+        resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
+    ) -> None:
+        from mira.cli import CLIError, console, friendly_errors, parse_options
 
-        return train_sft(load_config(MiraSFTConfig, config, options))
+        @friendly_errors
+        def run() -> None:
+            from mira.train.config import ConfigError, load_config
+            from mira.train.data import DatasetError
 
-    _run(run, set_, resume)
+            options = parse_options(set_)
+            if resume:
+                options["resume_from_checkpoint"] = "latest"
+            trainer_module = importlib.import_module(module)
+            try:
+                trainer = getattr(trainer_module, train)(
+                    load_config(getattr(trainer_module, config_class), config, options)
+                )
+            except (ConfigError, DatasetError) as exc:
+                raise CLIError(str(exc)) from None
+            if trainer.is_world_process_zero():
+                out = trainer.args.output_dir
+                console.print(f"[green]done[/]: policy saved to {out}", soft_wrap=True)
+                console.print(f"try it:  mira edit IMAGE \"INSTRUCTION\" --policy {out}", soft_wrap=True)
+
+        run()
+
+    command.__doc__ = doc
+    app.command(name)(command)
 
 
-@app.command()
-def grpo(
-    config: Path = typer.Argument(..., help=CONFIG_HELP),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
-    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
-) -> None:
-    """GRPO with an editor and a judge in the loop (TRL GRPOTrainer)."""
-
-    def run(options: dict[str, Any]) -> Any:
-        from mira.train.config import load_config
-        from mira.train.grpo import MiraGRPOConfig, train_grpo
-
-        return train_grpo(load_config(MiraGRPOConfig, config, options))
-
-    _run(run, set_, resume)
-
-
-def _run(train: Callable[[dict[str, Any]], Any], pairs: list[str] | None, resume: bool) -> None:
-    """Run a training command with the CLI's one-line error handling."""
-    from mira.cli import CLIError, console, friendly_errors, parse_options
-
-    @friendly_errors
-    def guarded() -> None:
-        from mira.train.config import ConfigError
-        from mira.train.data import DatasetError
-
-        options = parse_options(pairs)
-        if resume:
-            options["resume_from_checkpoint"] = "latest"
-        try:
-            trainer = train(options)
-        except (ConfigError, DatasetError) as exc:
-            raise CLIError(str(exc)) from None
-        if not trainer.is_world_process_zero():
-            return
-        out = trainer.args.output_dir
-        console.print(f"[green]done[/]: policy saved to {out}", soft_wrap=True)
-        console.print(f"try it:  mira edit IMAGE \"INSTRUCTION\" --policy {out}", soft_wrap=True)
-
-    guarded()
+_command("sft", "Supervised fine-tuning on a MIRA-Editing dataset (TRL SFTTrainer).",
+         "mira.train.sft", "MiraSFTConfig", "train_sft")
+_command("grpo", "GRPO with an editor and a judge in the loop (TRL GRPOTrainer).",
+         "mira.train.grpo", "MiraGRPOConfig", "train_grpo")
 
 
 def main() -> None:
