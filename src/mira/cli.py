@@ -218,6 +218,11 @@ def tiny_models(
         console.print(f"{name}: {path}")
 
 
+from mira.data.commands import app as data_app  # noqa: E402
+
+app.add_typer(data_app, name="data")
+
+
 def main() -> None:
     try:
         app()
