@@ -54,30 +54,8 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def tiny_vl_processor():
-    """A tiny Qwen2.5-VL processor (locally trained byte-level BPE, TRL's Qwen2.5-VL training chat template)."""
-    import json
-    import pathlib
+    """The tiny Qwen2.5-VL processor of mira.testing (locally trained tokenizer, TRL's chat template)."""
+    pytest.importorskip("transformers")
+    from mira.testing import build_qwen_tokenizer, qwen2_5_vl_processor
 
-    pytest.importorskip("trl")
-    import trl
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Qwen2_5_VLProcessor, Qwen2Tokenizer, Qwen2VLImageProcessor
-    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
-
-    from mira.protocol import SYSTEM_PROMPT
-
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-               "<|image_pad|>", "<|video_pad|>"]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator([SYSTEM_PROMPT, "make the cup red, the saucer blue and the table black"], trainers.BpeTrainer(
-        vocab_size=500, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    model = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    tokenizer = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, unk_token=None, bos_token=None,
-                               eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tokenizer.add_tokens(special, special_tokens=True)
-    template = (pathlib.Path(trl.__file__).parent / "chat_templates" / "qwen2_5_vl_training.jinja").read_text()
-    return Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=4 * 28 * 28, max_pixels=16 * 28 * 28),
-                               tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(), chat_template=template)
+    return qwen2_5_vl_processor(build_qwen_tokenizer())

@@ -105,7 +105,7 @@ def test_llm_judge_adds_dependences(scripted_server, reply, note):
     url, state = scripted_server
     state["dependence_reply"] = reply
     config = config_from_dict({"work_dir": "w", "sources": [{"kind": "jsonl", "path": "x"}], "aggregate": {
-        "permutations": 10, "judge": {"name": "openai", "options": {"model": "judge", "base_url": url}}}})
+        "permutations": 10, "judge": {"name": "openai:judge", "options": {"base_url": url}}}})
     turns = ["make the cup red", "make the saucer blue", "make the table black"]
     try:
         out, stats = run_worker(config, [session(turns).to_dict()])
@@ -116,3 +116,11 @@ def test_llm_judge_adds_dependences(scripted_server, reply, note):
         assert stats.notes == {"dependence judge reply unusable": 1} and len(orders) == 6
     else:
         assert len(orders) == 3 and all(keeps_order(o, 0, 2) for o in orders)
+
+
+def test_long_sessions_draw_valid_orders():
+    turns = ["make the cup red", "make the saucer blue", "make the table black", "remove the spoon",
+             "make the cup shiny", "add a vase"]
+    tasks = aggregate_session(session(turns), permutations=3, seed=0)
+    assert len(tasks) == 4 and len({tuple(t.order) for t in tasks}) == 4
+    assert all(keeps_order(t.order, 0, 4) for t in tasks)  # both touch the cup

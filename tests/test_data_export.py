@@ -117,7 +117,10 @@ def test_a_batch_through_trl_vision_collator(built, tiny_vl_processor):
     _, result, _ = built
     ds = datasets.load_from_disk(str(result.output))
     examples = [ds[0], ds[len(ds) - 1]]
-    collator = DataCollatorForVisionLanguageModeling(tiny_vl_processor, assistant_only_loss=True)
+    from mira.testing import trl_chat_template
+
+    collator = DataCollatorForVisionLanguageModeling(tiny_vl_processor, assistant_only_loss=True,
+                                                     chat_template=trl_chat_template("qwen2_5_vl_training"))
     batch = collator([dict(e) for e in examples])
 
     assert batch["input_ids"].shape == batch["labels"].shape and batch["input_ids"].shape[0] == 2

@@ -18,7 +18,7 @@ def task(tid, turns):
 def config(url=None, **rewrite):
     data = {"work_dir": "w", "sources": [{"kind": "jsonl", "path": "x"}], "rewrite": rewrite}
     if url:
-        data["rewrite"]["backend"] = {"name": "openai", "options": {"model": "rewriter", "base_url": url}}
+        data["rewrite"]["backend"] = {"name": "openai:rewriter", "options": {"base_url": url}}
     return config_from_dict(data)
 
 

@@ -98,6 +98,25 @@ def test_failed_editors_are_counted_and_tasks_without_candidates_dropped(tmp_pat
     assert stats.notes["picky: editor run ended with editor_error"] == 2
 
 
+@pytest.mark.slow
+def test_synthesize_with_a_tiny_flux_kontext_pipeline(tmp_path, coffee_tasks):
+    pytest.importorskip("diffusers")
+    config = make_config(tmp_path, synthesize={"editors": ["data_helpers:KontextEditor"], "human_results": False})
+    rows = [coffee_tasks[1].to_dict()]
+    out, _ = run(SynthesizeWorker, config, rows)
+    (cand,) = Candidates.from_dict(out[0]).candidates
+    assert cand.editor == "tiny-kontext" and len(cand.images) == 3
+    assert Image.open(cand.images[-1]).size == Image.open(coffee_tasks[1].image).size
+    first = [pixels(p) for p in cand.images]
+    assert not np.array_equal(first[0], pixels(coffee_tasks[1].image))
+
+    # redo the run: the recorded seeds give the same images (up to CPU float rounding: at most 2 levels in 255)
+    (Path(cand.run_dir) / "candidate.json").unlink()
+    again, _ = run(SynthesizeWorker, config, rows)
+    assert again == out
+    assert all(np.abs(a.astype(int) - pixels(p)).max() <= 2 for a, p in zip(first, cand.images))
+
+
 def synthesized(tmp_path, coffee_tasks):
     config = make_config(tmp_path, synthesize={"editors": [LAZY, "data_helpers:PILEditor"]})
     out, _ = run(SynthesizeWorker, config, [t.to_dict() for t in coffee_tasks])
@@ -137,7 +156,7 @@ def test_annotate_template_and_vlm(tmp_path, coffee_tasks, scripted_server):
     assert sel.reasoning[1].startswith(f"The current image already shows: {turns[0]}.")
     assert sel.reasoning[3].endswith("so I stop.")
 
-    vlm = make_config(tmp_path, annotate={"backend": {"name": "openai", "options": {"model": "m", "base_url": url}}})
+    vlm = make_config(tmp_path, annotate={"backend": {"name": "openai:m", "options": {"base_url": url}}})
     out, stats = run(AnnotateWorker, vlm, ranked)
     sel = Selected.from_dict(out[0])
     assert sel.reasoning[0] == f"Looking at both images: The next step is the edit: {turns[0]}"

@@ -63,6 +63,7 @@ watercolor watercolour anime vintage
 BACK_REFERENCES = frozenset("it its them their they same him her his he she".split())
 
 MAX_ORDERS_ENUMERATED = 720
+EXACT_UP_TO = 4
 
 
 def _lemma(word: str) -> str:
@@ -130,11 +131,38 @@ def linear_extensions(k: int, deps: set[tuple[int, int]], limit: int = MAX_ORDER
     return out
 
 
+def random_extension(k: int, deps: set[tuple[int, int]], rng: random.Random) -> tuple[int, ...]:
+    """One order of ``range(k)`` that keeps ``deps``, built by placing a random ready turn at each position."""
+    before: dict[int, set[int]] = {j: set() for j in range(k)}
+    for i, j in deps:
+        before[j].add(i)
+    placed: list[int] = []
+    while len(placed) < k:
+        ready = [n for n in range(k) if n not in placed and before[n] <= set(placed)]
+        placed.append(rng.choice(ready))
+    return tuple(placed)
+
+
 def choose_orders(k: int, deps: set[tuple[int, int]], n: int, rng: random.Random) -> list[tuple[int, ...]]:
-    """The identity order, then up to ``n`` other valid orders drawn with ``rng``."""
+    """The identity order, then up to ``n`` other valid orders drawn with ``rng``.
+
+    Up to :data:`EXACT_UP_TO` turns every valid order is listed and ``n`` are sampled; beyond, orders are drawn
+    one at a time (:func:`random_extension`) until ``n`` distinct ones are found or ``20 * n`` draws are spent.
+    """
     identity = tuple(range(k))
-    others = [o for o in linear_extensions(k, deps) if o != identity]
-    return [identity] + (rng.sample(others, n) if len(others) > n else others)
+    if k <= EXACT_UP_TO:
+        others = [o for o in linear_extensions(k, deps) if o != identity]
+        return [identity] + (rng.sample(others, n) if len(others) > n else others)
+    found: list[tuple[int, ...]] = []
+    seen = {identity}
+    for _ in range(20 * n):
+        if len(found) == n:
+            break
+        order = random_extension(k, deps, rng)
+        if order not in seen:
+            seen.add(order)
+            found.append(order)
+    return [identity] + found
 
 
 def _clause(turn: str, first: bool) -> str:

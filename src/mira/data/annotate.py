@@ -40,10 +40,9 @@ class AnnotateWorker(ShardWorker):
         self.concurrency = config.annotate.concurrency
         self.backend = load_chat_spec(config.annotate.backend) if config.annotate.backend else None
 
-    async def _vlm(self, sel: Selected, step: int, stats: StageStats) -> str:
+    async def _vlm(self, sel: Selected, original: Any, step: int, stats: StageStats) -> str:
         assert self.backend is not None
         task, turns = sel.task, sel.task.turns
-        original = load_image(task.image)
         current = original if step == 0 else load_image(sel.candidate.images[step - 1])
         messages = annotator_messages(original, current, task.instruction, turns[:step],
                                       turns[step] if step < len(turns) else None)
@@ -61,5 +60,6 @@ class AnnotateWorker(ShardWorker):
         if self.backend is None:
             sel.reasoning = [template_reasoning(sel.task.turns, t) for t in steps]
         else:
-            sel.reasoning = list(await asyncio.gather(*(self._vlm(sel, t, stats) for t in steps)))
+            original = load_image(sel.task.image)
+            sel.reasoning = list(await asyncio.gather(*(self._vlm(sel, original, t, stats) for t in steps)))
         return [sel.to_dict()]

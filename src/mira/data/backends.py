@@ -2,8 +2,8 @@
 
 - editors: registered names go through :func:`mira.registry.load_editor`; an import path ``package.module:factory``
   builds a custom one;
-- chat backends (rewriter, dependence judge, annotator): ``openai`` is any OpenAI-compatible chat endpoint (vLLM,
-  SGLang, OpenAI, Gemini's compatible API), options ``model``, ``base_url``, ``api_key_env`` (default
+- chat backends (rewriter, dependence judge, annotator): ``openai:MODEL`` is a model behind any OpenAI-compatible
+  chat endpoint (vLLM, SGLang, OpenAI, Gemini's compatible API), options ``base_url``, ``api_key_env`` (default
   ``OPENAI_API_KEY``), ``timeout``, ``max_retries``, ``max_tokens``; an import path builds any
   :class:`mira.vlm.ChatBackend` (a local transformers model, for example);
 - judges: an import path to a factory returning a :class:`mira.judges.base.Judge`.
@@ -50,8 +50,8 @@ def load_judge_spec(spec: BackendSpec) -> Judge:
 
 
 def load_chat_spec(spec: BackendSpec) -> ChatBackend:
-    if spec.name == "openai":
-        return OpenAIChatBackend(**spec.options)
+    if spec.name.startswith("openai:"):
+        return OpenAIChatBackend(spec.name[len("openai:"):], **spec.options)
     return _build(spec, ChatBackend, "chat backend")
 
 
@@ -130,4 +130,4 @@ class OpenAIChatBackend(ChatBackend):
         return [c.message.content or "" for c in reply.choices]
 
     def config(self) -> dict[str, Any]:
-        return {"name": "openai", "model": self.model, "base_url": self.base_url}
+        return {"name": f"openai:{self.model}", "base_url": self.base_url}

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mira.data.config import BuildConfig, DataBuildError, config_from_dict, fingerprint, import_object
+from mira.data.sources import source_sizes
 from mira.data.store import StageDir, StageStats, atomic_write_text
 
 
@@ -54,10 +55,11 @@ class BuildResult:
 def _settings(config: BuildConfig, stage: str) -> Any:
     """The part of the config a stage's output depends on."""
     if stage == "plan":
-        return {"sources": [asdict(s) for s in config.sources], "shard_size": config.shard_size}
+        return {"sources": [asdict(s) for s in config.sources], "sizes": [source_sizes(s) for s in config.sources],
+                "shard_size": config.shard_size}
     if stage == "sources":
         return None
-    section = asdict(config.section(stage))
+    section = asdict(getattr(config, stage))
     section.pop("concurrency", None)
     if stage == "export":
         section.pop("output", None)

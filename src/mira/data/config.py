@@ -124,9 +124,6 @@ class BuildConfig:
     def output_dir(self) -> Path:
         return Path(self.export.output) if self.export.output else Path(self.work_dir) / "dataset"
 
-    def section(self, name: str) -> Any:
-        return getattr(self, name)
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

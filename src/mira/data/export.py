@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 
 from mira.data.config import BuildConfig
 from mira.data.records import Selected
-from mira.data.store import StageStats, atomic_write_text
+from mira.data.store import StageDir, StageStats, atomic_write_text
 from mira.data.worker import ShardWorker
 from mira.images import load_image, working_size
 from mira.protocol import PROTOCOL_VERSION, STOP, Observation, assistant_message, build_messages
@@ -170,10 +170,9 @@ class ExportWorker(ShardWorker):
 
     def process(self, index: int, rows: list[dict[str, Any]], advance: Callable[[int], None]):
         cfg = self.config.export
-        stage = self.work_dir / "export"
-        n = write_shard_dataset(self.work_dir / "annotate" / f"shard-{index:05d}.jsonl",
-                                stage / f"data-{index:05d}", cfg.variants_per_trajectory, self.config.seed,
-                                cfg.max_pixels)
+        n = write_shard_dataset(StageDir(self.work_dir, "annotate").shard_path(index),
+                                self.work_dir / "export" / f"data-{index:05d}", cfg.variants_per_trajectory,
+                                self.config.seed, cfg.max_pixels)
         summaries = []
         for row in rows:
             sel = Selected.from_dict(row)

@@ -62,6 +62,16 @@ def _jsonl_files(path: Path) -> list[Path]:
     return [path]
 
 
+def source_sizes(src: SourceConfig) -> list[tuple[str, int]]:
+    """Names and sizes of a source's local files: rows added to a source make a new plan, a mere copy does not."""
+    path = Path(src.path)
+    if src.kind == "magicbrush":
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+    else:
+        files = _jsonl_files(path) if path.exists() else []
+    return [(str(p.relative_to(path)) if path.is_dir() else p.name, p.stat().st_size) for p in files]
+
+
 def _plan_jsonl(index: int, src: SourceConfig, stats: StageStats) -> Iterator[dict[str, Any]]:
     for file in _jsonl_files(Path(src.path)):
         with open(file, encoding="utf-8", errors="replace") as fh:
