@@ -224,7 +224,7 @@ class AggregateWorker(ShardWorker):
     def __init__(self, config: BuildConfig, work_dir: Path):
         super().__init__(config, work_dir)
         self.judge = load_chat_spec(config.aggregate.judge) if config.aggregate.judge else None
-        self.concurrency = config.rewrite.concurrency if self.judge else 1
+        self.concurrency = config.aggregate.concurrency if self.judge else 1
 
     async def handle(self, row: dict[str, Any], stats: StageStats) -> list[dict[str, Any]]:
         cfg = self.config.aggregate

@@ -214,6 +214,7 @@ class Builder:
         if redo:
             self.redo(redo)
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.work_dir / "build_config.json", json.dumps(self.config.to_dict(), indent=2))
         fp, stats = self.plan()
         self.report("plan", stats)
         totals = {"plan": stats}

@@ -57,6 +57,7 @@ class AggregateConfig:
     max_turns: int = 8
     permutations: int = 2
     judge: BackendSpec | None = None
+    concurrency: int = 16
 
 
 @dataclass
@@ -180,7 +181,8 @@ def _check(config: BuildConfig) -> None:
             raise DataBuildError(f"sources[{i}] (seed-data-edit) needs 'images': the folder its image paths are in")
     positive = {
         "shard_size": config.shard_size, "aggregate.min_turns": config.aggregate.min_turns,
-        "aggregate.max_turns": config.aggregate.max_turns, "rewrite.concurrency": config.rewrite.concurrency,
+        "aggregate.max_turns": config.aggregate.max_turns,
+        "aggregate.concurrency": config.aggregate.concurrency, "rewrite.concurrency": config.rewrite.concurrency,
         "synthesize.samples_per_editor": config.synthesize.samples_per_editor,
         "synthesize.concurrency": config.synthesize.concurrency, "rank.concurrency": config.rank.concurrency,
         "annotate.concurrency": config.annotate.concurrency, "export.variants_per_trajectory":

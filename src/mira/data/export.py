@@ -230,6 +230,14 @@ def dataset_card(summaries: list[dict[str, Any]], ds: Any, stage_totals: dict[st
     scores = [s["score"] for s in summaries if s["score"] is not None]
     build_rows = [(name, t.inputs, t.kept, ", ".join(f"{k}: {v}" for k, v in t.dropped.items()) or "-")
                   for name, t in stage_totals.items()]
+    def name(spec: Any) -> str:
+        return f"`{spec.name}`" if spec else "none"
+
+    settings = (f"Editors: {', '.join(name(e) for e in config.synthesize.editors) or 'none'}"
+                f"{' and human results' if config.synthesize.human_results else ''}; judge: {name(config.rank.judge)}; "
+                f"rewriter: {name(config.rewrite.backend) if config.rewrite.backend else 'templates'}; "
+                f"reasoning: {name(config.annotate.backend) if config.annotate.backend else 'templates'}; "
+                f"seed {config.seed}.")
     score_line = (f"Judge scores of kept trajectories (0-10): mean {sum(scores) / len(scores):.2f}, "
                   f"min {min(scores):.2f}, max {max(scores):.2f}; threshold {config.rank.threshold}."
                   if scores else "No judge was configured: trajectories are unscored (score -1).")
@@ -280,7 +288,7 @@ licence given in their rows or config. Images made by editors follow the terms o
 
 ## How it was built
 
-`mira data build` (stages: sources, aggregate, rewrite, synthesize, rank, annotate, export):
+`mira data build` (stages: sources, aggregate, rewrite, synthesize, rank, annotate, export). {settings}
 
 {_table(("stage", "in", "kept", "dropped"), build_rows)}
 """

@@ -10,7 +10,7 @@ Image paths are absolute. Turns are the atomic instructions, in the order they a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -20,7 +20,16 @@ class Record:
     """JSON round trip for the dataclass records below."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
+        """Plain data for JSON; nested records become dicts, other values are shared, not copied (fast)."""
+        out = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, Record):
+                value = value.to_dict()
+            elif isinstance(value, list) and value and isinstance(value[0], Record):
+                value = [v.to_dict() for v in value]
+            out[f.name] = value
+        return out
 
     @classmethod
     def from_dict(cls: type[T], data: dict[str, Any]) -> T:

@@ -148,7 +148,8 @@ class RewriteWorker(ShardWorker):
     async def handle(self, row: dict[str, Any], stats: StageStats) -> list[dict[str, Any]]:
         cfg = self.config.rewrite
         task = Task.from_dict(row)
-        task.instruction_variants = await self._variants(task.instruction, cfg.complex_variants, True, stats)
-        task.turn_variants = list(await asyncio.gather(
-            *(self._variants(t, cfg.atomic_variants, False, stats) for t in task.turns)))
+        instruction, *turns = await asyncio.gather(
+            self._variants(task.instruction, cfg.complex_variants, True, stats),
+            *(self._variants(t, cfg.atomic_variants, False, stats) for t in task.turns))
+        task.instruction_variants, task.turn_variants = instruction, list(turns)
         return [task.to_dict()]
