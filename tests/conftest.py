@@ -66,12 +66,3 @@ def ray_local():
              object_store_memory=256 * 1024 * 1024, _node_ip_address="127.0.0.1")
     yield ray
     ray.shutdown()
-
-
-@pytest.fixture(scope="session")
-def tiny_vl_processor():
-    """The tiny Qwen2.5-VL processor of mira.testing (locally trained tokenizer, TRL's chat template)."""
-    pytest.importorskip("transformers")
-    from mira.testing import build_qwen_tokenizer, qwen2_5_vl_processor
-
-    return qwen2_5_vl_processor(build_qwen_tokenizer())

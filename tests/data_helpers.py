@@ -1,7 +1,6 @@
 """Test doubles and fixtures' building blocks for the data builder's tests.
 
 - :class:`PILEditor`: a deterministic pure-PIL editor (paints a seeded rectangle per instruction);
-- :class:`KontextEditor`: the tiny random-weight FLUX.1-Kontext pipeline of :mod:`mira.testing`;
 - :class:`ChatJudge`: a judge that asks a chat endpoint for a score;
 - :func:`scripted_app`: an OpenAI-compatible chat server that answers the builder's rewriter, dependence and
   annotator prompts and ChatJudge's requests by rule (scores measure how much the edited image changed);
@@ -12,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import io
 import json
 import random
@@ -70,29 +68,6 @@ class PILEditor(Editor):
 
     def params(self) -> dict[str, Any]:
         return {"lazy": self.lazy}
-
-
-@functools.lru_cache(maxsize=1)
-def _tiny_kontext() -> Any:
-    from mira.testing import tiny_flux_kontext_pipeline
-
-    return tiny_flux_kontext_pipeline()
-
-
-class KontextEditor(Editor):
-    """The tiny random-weight FLUX.1-Kontext pipeline of :mod:`mira.testing` (2 steps, at the image's size)."""
-
-    name = "tiny-kontext"
-
-    def __init__(self) -> None:
-        self.pipe = _tiny_kontext()
-
-    def edit(self, image: Image.Image, instruction: str, *, seed: int | None = None) -> Image.Image:
-        import torch
-
-        return self.pipe(image=image, prompt=instruction, height=image.height, width=image.width,
-                         num_inference_steps=2, guidance_scale=2.5, max_area=image.width * image.height,
-                         _auto_resize=False, generator=torch.Generator().manual_seed(seed or 0)).images[0]
 
 
 JUDGE_SYSTEM = "You rate image edits. Reply 'Score: N' with N from 0 to 10."

@@ -110,10 +110,12 @@ def test_trajectory_samples_without_reasoning_use_empty_think(built):
     assert rows[0]["images"] == [sel.task.image, sel.task.image]
 
 
-def test_a_batch_through_trl_vision_collator(built, tiny_vl_processor):
+def test_a_batch_through_trl_vision_collator(built, tiny_models):
     import datasets
+    from transformers import AutoProcessor
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
+    tiny_vl_processor = AutoProcessor.from_pretrained(tiny_models["qwen2_5_vl"])
     _, result, _ = built
     ds = datasets.load_from_disk(str(result.output))
     examples = [ds[0], ds[len(ds) - 1]]

@@ -99,13 +99,14 @@ def test_failed_editors_are_counted_and_tasks_without_candidates_dropped(tmp_pat
 
 
 @pytest.mark.slow
-def test_synthesize_with_a_tiny_flux_kontext_pipeline(tmp_path, coffee_tasks):
-    pytest.importorskip("diffusers")
-    config = make_config(tmp_path, synthesize={"editors": ["data_helpers:KontextEditor"], "human_results": False})
+def test_synthesize_with_the_tiny_flux_kontext_editor(tmp_path, coffee_tasks, tiny_models):
+    kontext = {"name": "flux-kontext", "options": {"model": str(tiny_models["flux-kontext"]), "device": "cpu",
+                                                   "num_inference_steps": 2}}
+    config = make_config(tmp_path, synthesize={"editors": [kontext], "human_results": False})
     rows = [coffee_tasks[1].to_dict()]
     out, _ = run(SynthesizeWorker, config, rows)
     (cand,) = Candidates.from_dict(out[0]).candidates
-    assert cand.editor == "tiny-kontext" and len(cand.images) == 3
+    assert cand.editor == "flux-kontext" and cand.editor_config["num_inference_steps"] == 2 and len(cand.images) == 3
     assert Image.open(cand.images[-1]).size == Image.open(coffee_tasks[1].image).size
     first = [pixels(p) for p in cand.images]
     assert not np.array_equal(first[0], pixels(coffee_tasks[1].image))

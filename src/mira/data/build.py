@@ -1,9 +1,10 @@
 """Running the whole builder: plan -> sources -> aggregate -> rewrite -> synthesize -> rank -> annotate -> export.
 
-:func:`build` runs each stage over its pending shards, in-process or on a Ray cluster (``use_ray=True``: one actor
-pool per stage, each actor builds the stage's backends once, e.g. an editor on its GPU), shows a progress bar per
-stage and a table of what each stage kept and dropped, and finally assembles the dataset. Running it again
-resumes: finished shards are skipped, finished stages only print their counts.
+:func:`build` runs each stage over its pending shards, in-process or on a Ray cluster (``use_ray=True``: one pool
+of actors for the whole build; an actor builds a stage's backends once, e.g. an editor on its GPU, and frees them
+when the next stage starts), shows a progress bar per stage and what each stage kept and dropped, and finally
+assembles the dataset. Running it again resumes: finished shards are skipped, finished stages only print their
+counts.
 
 Each stage records a fingerprint of its settings (concurrency and Ray settings excluded) and of everything
 upstream. If they changed, the stage refuses to continue; ``redo="rank"`` (CLI ``--redo rank``) deletes that stage
@@ -176,16 +177,17 @@ class Builder:
         return self._ray_actors
 
     def _stop_actors(self) -> None:
+        if self._ray_actors is None:
+            return
         import ray
 
-        if self._ray_actors is not None:
-            try:
-                ray.get([a.close.remote() for a in self._ray_actors], timeout=60)
-            except ray.exceptions.RayError:
-                pass  # an actor that died has nothing left to close
-            for actor in self._ray_actors:
-                ray.kill(actor)
-            self._ray_actors = None
+        try:
+            ray.get([a.close.remote() for a in self._ray_actors], timeout=60)
+        except ray.exceptions.RayError:
+            pass  # an actor that died has nothing left to close
+        for actor in self._ray_actors:
+            ray.kill(actor)
+        self._ray_actors = None
 
     def _run_ray(self, stage: Stage, pending: list[int], upstream: StageDir, advance: Callable[[int], None]) -> None:
         import ray

@@ -36,7 +36,7 @@ from mira.protocol import PROTOCOL_VERSION, STOP, Observation, assistant_message
 
 METADATA = {
     "trajectory_id": "id of the kept trajectory (task id + editor + sample)",
-    "variant": "which wording of the trajectory (0 = the sources' own words where chosen)",
+    "variant": "which wording of the trajectory (0 .. export.variants_per_trajectory - 1)",
     "step": "decision index: 0 = first edit, k = the stop",
     "num_edits": "edits in the whole trajectory (k)",
     "kind": "start | continue | stop",
@@ -151,9 +151,10 @@ def write_shard_dataset(shard_file: Path, out_dir: Path, copies: int, seed: int,
     shutil.rmtree(cache, ignore_errors=True)
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(out_dir, ignore_errors=True)
+    with open(shard_file, encoding="utf-8") as fh:
+        if not any(line.strip() for line in fh):
+            return 0
     kwargs = {"shard_file": str(shard_file), "copies": copies, "seed": seed, "max_pixels": max_pixels}
-    if next(_rows(**kwargs), None) is None:
-        return 0
     with quiet_datasets():
         ds = datasets.Dataset.from_generator(_rows, features=features(), cache_dir=str(cache), gen_kwargs=kwargs)
         ds.save_to_disk(str(tmp))
