@@ -15,7 +15,7 @@ from mira.data.aggregate import aggregate_session
 from mira.data.annotate import AnnotateWorker, template_reasoning
 from mira.data.config import config_from_dict
 from mira.data.rank import RankWorker
-from mira.data.records import Candidates, Selected, Session
+from mira.data.records import Candidates, Selected, Session, Task
 from mira.data.synthesize import SynthesizeWorker
 
 LAZY = {"name": "data_helpers:PILEditor", "options": {"name": "lazy", "lazy": True}}
@@ -170,3 +170,25 @@ def test_annotate_template_and_vlm(tmp_path, coffee_tasks, scripted_server):
         state.pop("annotator_reply")
     assert Selected.from_dict(out[0]).reasoning == [template_reasoning(turns, t) for t in range(4)]
     assert stats.notes == {"annotator reply unusable (template used)": 4}
+
+
+@pytest.mark.slow
+def test_local_transformers_chat_backend_rewrites_and_annotates(tmp_path, coffee_tasks, tiny_models):
+    """The tiny random-weight Qwen2.5-VL as the rewriter and the annotator, in-process: the real path runs; its
+    replies are noise, which the stages count and replace (template reasoning) instead of failing."""
+    from mira.data.rewrite import RewriteWorker
+
+    local = {"name": "mira.policies.transformers:TransformersPolicy",
+             "options": {"model": str(tiny_models["qwen2_5_vl"]), "device": "cpu", "max_new_tokens": 12}}
+    config = make_config(tmp_path, rewrite={"backend": local, "atomic_variants": 1, "complex_variants": 1},
+                         annotate={"backend": local})
+    out, stats = run(RewriteWorker, config, [coffee_tasks[0].to_dict()])
+    task = Task.from_dict(out[0])
+    assert task.instruction_variants[0] == task.instruction and [v[0] for v in task.turn_variants] == task.turns
+    assert stats.kept == 1 and stats.notes["rewriter reply unusable"] >= 1
+
+    ranked, _ = run(RankWorker, make_config(tmp_path), synthesized(tmp_path, coffee_tasks)[:1])
+    out, stats = run(AnnotateWorker, config, ranked)
+    reasoning = Selected.from_dict(out[0]).reasoning
+    assert len(reasoning) == 4 and all(isinstance(r, str) and r.strip() for r in reasoning)
+    assert stats.kept == 1
