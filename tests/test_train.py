@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 from datasets import Dataset
-from train_support import COLORS, ColorEditor, ColorJudge, grpo_rows, image, sft_rows
+from train_support import ColorEditor, ColorJudge, builder_dataset, grpo_rows, image, sft_rows
 from typer.testing import CliRunner
 
 from mira.cli import app
@@ -28,8 +28,10 @@ GRPO = dict(num_generations=4, per_device_train_batch_size=4, max_completion_len
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """Dataset folders: SFT rows (with near misses), GRPO start states, GRPO start and finished states."""
+    """Dataset folders: SFT rows (with near misses), GRPO start states, GRPO start and finished states, and the
+    data builder's export of two-edit trajectories."""
     root = tmp_path_factory.mktemp("train-data")
+    builder_dataset().save_to_disk(root / "builder")
     Dataset.from_list(sft_rows(near_misses=True)).save_to_disk(root / "sft")
     Dataset.from_list([r for r in grpo_rows() if not r["history"]]).save_to_disk(root / "grpo-start")
     Dataset.from_list(grpo_rows()).save_to_disk(root / "grpo")
@@ -110,7 +112,7 @@ def test_lora_sft_merges_keeps_vision_frozen_and_is_reproducible(tmp_path, train
     def run(name):
         config = MiraSFTConfig(
             output_dir=str(tmp_path / name), model_name_or_path=str(train_base_model),
-            dataset_name=str(data / "sft"), use_peft=True, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+            dataset_name=str(data / "builder"), use_peft=True, lora_r=4, lora_alpha=8, lora_dropout=0.0,
             max_steps=4, per_device_train_batch_size=2, learning_rate=5e-3, seed=7, eval_fraction=0.25,
             eval_strategy="steps", eval_steps=2, min_pixels=56 * 56, max_pixels=56 * 56, **{**TINY, "save_strategy": "steps", "save_steps": 2},
         )
@@ -193,6 +195,7 @@ def test_grpo_cli_runs_the_editor_and_judge_and_resumes(tmp_path, sft_policy, da
     config = write_config(
         tmp_path / "grpo.yaml", output_dir=str(out), model_name_or_path=str(policy), dataset_name=str(data / "grpo"),
         editor="train_support:make_editor", judge="train_support:make_judge", max_steps=2, learning_rate=1e-3,
+        shuffle_dataset=False,  # the first step samples a start state, where the policy's answer is an edit
         **GRPO, **{**TINY, "save_strategy": "steps", "save_steps": 1},
     )
     result = CliRunner().invoke(app, ["train", "grpo", str(config)])
@@ -210,6 +213,16 @@ def test_grpo_cli_runs_the_editor_and_judge_and_resumes(tmp_path, sft_policy, da
     assert [h["step"] for h in state["log_history"] if "reward" in h] == [1, 2, 3]  # continued, not restarted
     assert json.loads((out / "mira_training.json").read_text())["stage"] == "grpo"
     load(out)
+
+
+def test_grpo_trains_on_the_data_builders_export(tmp_path, sft_policy, data):
+    _, policy = sft_policy
+    config = MiraGRPOConfig(
+        output_dir=str(tmp_path / "out"), model_name_or_path=str(policy), dataset_name=str(data / "builder"),
+        max_steps=1, learning_rate=1e-3, **GRPO, **TINY,
+    )
+    trainer = train_grpo(config, editor=ColorEditor(), judge=ColorJudge())
+    assert len(losses(trainer, "rewards/edit_reward/mean")) == len(losses(trainer, "rewards/format_reward/mean")) == 1
 
 
 def test_grpo_trajectory_rollouts_with_lora(tmp_path, sft_policy, data):

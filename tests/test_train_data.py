@@ -150,19 +150,33 @@ def test_grpo_rows_and_sft_rows_become_prompts():
     data = prepare_grpo_dataset(Dataset.from_list(grpo_rows()), needs=("instruction", "history"))
     assert [m["role"] for m in data[0]["prompt"]] == ["system", "user"]
 
-    rows = sft_rows()
-    for row in rows:
-        row["instruction"], row["history"] = "make the cup red", []
-    stop = Observation("make the cup red", ("make the cup red",), image(), image(COLORS["red"]))
-    rows.append(dict(rows[0], messages=build_messages(stop) + [assistant_message(STOP, "Done.")],
-                     history=list(stop.history)))
+    rows = sft_rows()  # the data builder's layout: no instruction / history columns
+    done = Observation("make the cup red", ("make the cup red", "make it shiny"), image(), image(COLORS["red"]))
+    rows.append(dict(rows[0], messages=build_messages(done) + [assistant_message(STOP, "Done.")]))
     data = prepare_grpo_dataset(Dataset.from_list(rows), needs=("instruction", "history"))
     assert "messages" not in data.column_names
     assert all([m["role"] for m in p] == ["system", "user"] for p in data["prompt"])
     assert data["action"][0] == "make the cup red" and data["action"][-1] == STOP
+    assert data["instruction"][1] == "make the cup blue" and data["history"][1] == []
+    assert data["instruction"][-1] == "make the cup red" and data["history"][-1] == list(done.history)
 
-    with pytest.raises(DatasetError, match="no column.* instruction"):
-        prepare_grpo_dataset(Dataset.from_list(sft_rows()), needs=("instruction",))
+    foreign = [dict(r, messages=[dict(m) for m in r["messages"]]) for r in sft_rows()]
+    foreign[1]["messages"][1] = {"role": "user", "content": [
+        {"type": "image", "text": None}, {"type": "text", "text": "Please edit: make it red"},
+        {"type": "image", "text": None}]}
+    with pytest.raises(DatasetError, match="row 1: the user turn is not one MIRA's protocol writes"):
+        prepare_grpo_dataset(Dataset.from_list(foreign), needs=("instruction", "history"))
+    with pytest.raises(DatasetError, match="no column.* prompt"):
+        prepare_grpo_dataset(Dataset.from_list([{k: v for k, v in r.items() if k != "messages"} for r in rows]))
+
+
+@pytest.mark.parametrize("history", [(), ("make the cup red",), ("a", "b. c", "3. d") * 4])
+def test_the_user_turn_reads_back_into_instruction_and_history(history):
+    from mira.protocol import read_user_text, user_text
+
+    assert read_user_text(user_text("make it red and blue", history)[0]) == ("make it red and blue", history)
+    assert read_user_text("Instruction: x") is None
+    assert read_user_text(user_text("x", ("line one\nline two",))[0]) is None  # an edit is one line
 
 
 def test_splits_keep_trajectories_whole_and_are_seeded(tmp_path):

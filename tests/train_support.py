@@ -95,3 +95,22 @@ def grpo_rows() -> list[dict[str, Any]]:
                 "protocol_version": PROTOCOL_VERSION,
             })
     return rows
+
+
+def builder_dataset() -> Any:
+    """The data builder's own export (``mira.data.export``) of one two-edit trajectory per colour: 3 rows each."""
+    from datasets import Dataset
+
+    from mira.data.export import features, trajectory_samples
+    from mira.data.records import Candidate, Selected, Task
+
+    rows = []
+    for colour in COLORS:
+        turns = [f"make the cup {colour}", "make the saucer black"]
+        task = Task(id=f"task-{colour}", session_id=colour, source="toy", licence="CC0", image="i.png", turns=turns,
+                    order=[0, 1], instruction=f"make the cup {colour} and the saucer black")
+        images = [image(), image(COLORS[colour]), image(COLORS["black"])]
+        selected = Selected(task=task, candidate=Candidate(id=f"c-{colour}", editor="color-editor", images=[]),
+                            score=9.0, reasoning=["The cup is white.", "The saucer is white.", "All done."])
+        rows += trajectory_samples(selected, task.instruction, turns, images=images)
+    return Dataset.from_list(rows, features=features())

@@ -10,8 +10,8 @@ A MIRA-Editing dataset (written by MIRA's data builder) holds one row per decisi
 
 GRPO rows carry a conversational ``prompt`` (the messages without the assistant turn) instead of ``messages``, plus
 the columns the rewards read: ``instruction`` (the complex instruction C), ``history`` (the edits already applied)
-and optionally ``action`` (the reference answer). Rows in the SFT layout that also carry ``instruction`` and
-``history`` are converted to GRPO rows on the fly.
+and optionally ``action`` (the reference answer). The SFT layout is converted on the fly, so GRPO trains on the data
+builder's output as is.
 
 Every check fails with :class:`DatasetError`, whose one-line message names the dataset, the row and what to do.
 """
@@ -22,7 +22,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from mira.protocol import PROTOCOL_VERSION, SYSTEM_PROMPT, parse_completion
+from mira.protocol import PROTOCOL_VERSION, SYSTEM_PROMPT, parse_completion, read_user_text
 
 SFT_COLUMNS = ("messages", "images", "protocol_version")
 GRPO_COLUMNS = ("prompt", "images", "protocol_version")
@@ -108,22 +108,61 @@ def prepare_grpo_dataset(
     """Check a GRPO dataset and return it with a conversational ``prompt`` column.
 
     ``needs`` are the extra columns the chosen rewards or rollouts read (``instruction``, ``history``). Rows in the
-    SFT layout (``messages``) become GRPO rows: the assistant turn is dropped from ``prompt`` and its parsed answer
-    kept in ``action``.
+    SFT layout (``messages``, as the data builder writes them) become GRPO rows: ``prompt`` is the messages without
+    the answer, whose parsed action goes to ``action``. Missing ``instruction`` / ``history`` columns are read back
+    from the prompt with :func:`mira.protocol.read_user_text`.
     """
+    from datasets import List, Value
+
     columns = set(dataset.column_names)
+    added: dict[str, tuple[list[Any], Any]] = {}
     if "prompt" not in columns and "messages" in columns:
-        dataset = dataset.map(_to_prompt_row, input_columns="messages", remove_columns=["messages"])
+        conversations = dataset["messages"]
+        prompts = [m[:-1] if m and m[-1].get("role") == "assistant" else m for m in conversations]
+        added["prompt"] = (prompts, None)
+        if "action" not in columns:
+            added["action"] = ([_answer(m) for m in conversations], Value("string"))
+        dataset = dataset.remove_columns(["messages"])
+    has_prompt = "prompt" in added or "prompt" in columns
+    if has_prompt and any(c in needs and c not in columns for c in ("instruction", "history")):
+        prompts = added["prompt"][0] if "prompt" in added else dataset["prompt"]
+        states = [_read_state(p) for p in prompts]
+        if None in states:
+            raise DatasetError(
+                f"{name}, row {states.index(None)}: the user turn is not one MIRA's protocol writes, so the "
+                "instruction and history cannot be read from it; add 'instruction' and 'history' columns"
+            )
+        if "instruction" not in columns:
+            added["instruction"] = ([state[0] for state in states], Value("string"))
+        if "history" not in columns:
+            added["history"] = ([list(state[1]) for state in states], List(Value("string")))
+    for column, (values, feature) in added.items():
+        dataset = dataset.add_column(column, values, feature=feature)
     dataset = _prepare(dataset, GRPO_COLUMNS + tuple(needs), name)
     _check_rows(dataset, "prompt", ("system", "user"), validate_rows, name)
     return dataset
 
 
-def _to_prompt_row(messages: list[dict[str, Any]]) -> dict[str, Any]:
+def _answer(messages: list[dict[str, Any]]) -> str | None:
+    """The parsed action of a conversation's final assistant turn, if it has one."""
     if not messages or messages[-1].get("role") != "assistant":
-        return {"prompt": messages, "action": None}
-    text = "".join(part.get("text") or "" for part in messages[-1]["content"] if part.get("type") == "text")
-    return {"prompt": messages[:-1], "action": parse_completion(text).action}
+        return None
+    return parse_completion(_text(messages[-1])).action
+
+
+def _read_state(prompt: list[dict[str, Any]]) -> tuple[str, tuple[str, ...]] | None:
+    """(instruction, history) from a prompt's user turn."""
+    for message in prompt:
+        if message.get("role") == "user":
+            for part in message["content"]:
+                state = read_user_text(part.get("text") or "") if part.get("type") == "text" else None
+                if state is not None:
+                    return state
+    return None
+
+
+def _text(message: dict[str, Any]) -> str:
+    return "".join(part.get("text") or "" for part in message["content"] if part.get("type") == "text")
 
 
 def _prepare(dataset: Any, required: tuple[str, ...], name: str) -> Any:
@@ -165,8 +204,7 @@ def _check_rows(dataset: Any, column: str, roles: tuple[str, ...], limit: int | 
         got = [m.get("role") for m in messages or []]
         if tuple(got) != roles:
             raise DatasetError(f"{name}, row {row}: turns are {got}, expected {list(roles)}")
-        system = "".join(p.get("text") or "" for p in messages[0]["content"] if p.get("type") == "text")
-        if system != SYSTEM_PROMPT:
+        if _text(messages[0]) != SYSTEM_PROMPT:
             raise DatasetError(
                 f"{name}, row {row}: the system prompt differs from MIRA protocol version {PROTOCOL_VERSION}; "
                 "rebuild the dataset with this version of MIRA"
