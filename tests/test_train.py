@@ -141,6 +141,11 @@ def test_lora_sft_merges_keeps_vision_frozen_and_is_reproducible(tmp_path, train
 
     checkpoint, _ = load(out / "checkpoint-2")  # an adapter-only checkpoint loads as a policy too
     assert hasattr(checkpoint, "peft_config")
+    from mira.policies.transformers import TransformersPolicy
+
+    for folder in (out, out / "checkpoint-2"):
+        completions = TransformersPolicy(str(folder), do_sample=False, max_new_tokens=8).generate(obs, n=2)
+        assert len(completions) == 2 and all(isinstance(c, str) for c in completions)
     assert json.loads((out / "checkpoint-2" / "mira_training.json").read_text())["stage"] == "sft"
 
     again, _ = run("b")
