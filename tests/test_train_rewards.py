@@ -104,3 +104,21 @@ def test_trajectory_reward_passes_the_rollout_scores_through():
     assert out == [0.5, None] and logged["trajectory/mean_edits"] == 2
     with pytest.raises(ValueError, match="rollout='trajectory'"):
         trajectory_reward([None], ["a"])
+
+
+def test_trajectory_rollouts_follow_the_agents_stop_rules():
+    from mira.train.grpo import TrajectoryRollout, _Rollout
+
+    editor = ColorEditor()
+    rollout = TrajectoryRollout(EditEnvironment(editor, ColorJudge()), max_steps=2)
+    runs = [_Rollout("make the cup red", [], image(), image()) for _ in range(5)]
+    red, blue = format_completion("make the cup red", "r"), format_completion("make the cup blue", "r")
+    rollout._advance(runs, [red, format_completion(STOP, "r"), "<think>never closed", blue, red])
+    assert [r.done for r in runs] == [False, True, True, False, False]
+    assert [r.edits for r in runs] == [1, 0, 0, 1, 1] and editor.calls == 2  # one red edit shared by two runs
+    active = [runs[0], runs[3], runs[4]]
+    rollout._advance(active, [red, red, format_completion(STOP, "r")])
+    assert all(r.done for r in runs)
+    assert runs[0].history == ["make the cup red"]  # the repeated edit was not executed
+    assert runs[3].history == ["make the cup blue", "make the cup red"] and runs[3].edits == 2  # max_steps reached
+    assert runs[3].current.getpixel((0, 0)) == COLORS["red"] and runs[4].edits == 1

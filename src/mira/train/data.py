@@ -126,7 +126,7 @@ def prepare_grpo_dataset(
     has_prompt = "prompt" in added or "prompt" in columns
     if has_prompt and any(c in needs and c not in columns for c in ("instruction", "history")):
         prompts = added["prompt"][0] if "prompt" in added else dataset["prompt"]
-        states = [_read_state(p) for p in prompts]
+        states = [read_state(p) for p in prompts]
         if None in states:
             raise DatasetError(
                 f"{name}, row {states.index(None)}: the user turn is not one MIRA's protocol writes, so the "
@@ -150,8 +150,8 @@ def _answer(messages: list[dict[str, Any]]) -> str | None:
     return parse_completion(_text(messages[-1])).action
 
 
-def _read_state(prompt: list[dict[str, Any]]) -> tuple[str, tuple[str, ...]] | None:
-    """(instruction, history) from a prompt's user turn."""
+def read_state(prompt: list[dict[str, Any]]) -> tuple[str, tuple[str, ...]] | None:
+    """(instruction, history) from a prompt's user turn; None when the protocol did not write it."""
     for message in prompt:
         if message.get("role") == "user":
             for part in message["content"]:

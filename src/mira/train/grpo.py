@@ -39,7 +39,7 @@ from mira.train.common import (
     train_and_save,
 )
 from mira.train.config import ConfigError, MiraTrainArguments
-from mira.train.data import prepare_grpo_dataset
+from mira.train.data import prepare_grpo_dataset, read_state
 from mira.train.rewards import EditEnvironment, EditReward, format_reward, trajectory_reward
 
 REWARDS = ("format", "edit", "trajectory")
@@ -110,7 +110,7 @@ def build_grpo_trainer(
     if config.rollout == "trajectory":
         if not hasattr(GRPOTrainer, "_generate_single_turn"):
             raise ConfigError("rollout: trajectory needs TRL 1.16 or newer (pip install -U trl)")
-        rollout = TrajectoryRollout(environment, [d for d in (train, test) if d is not None], config.max_rollout_steps)
+        rollout = TrajectoryRollout(environment, config.max_rollout_steps)
     return GRPOTrainer(
         model=config.model_name_or_path,
         reward_funcs=[_reward(name, environment) for name in config.rewards],
@@ -183,14 +183,10 @@ class TrajectoryRollout:
     (idle ones decide on a placeholder), so collective generation calls stay in step.
     """
 
-    def __init__(self, environment: EditEnvironment | None, datasets: list[Any], max_steps: int):
+    def __init__(self, environment: EditEnvironment | None, max_steps: int):
         if environment is None:
             raise ConfigError("trajectory rollouts need an editor and a judge")
         self.environment, self.max_steps = environment, max_steps
-        self.states: dict[tuple[str, ...], tuple[str, tuple[str, ...]]] = {}
-        for dataset in datasets:
-            for prompt, instruction, history in zip(dataset["prompt"], dataset["instruction"], dataset["history"]):
-                self.states[_prompt_key(prompt)] = (instruction, tuple(history or ()))
 
     def __call__(self, prompts: list[list[dict[str, Any]]], trainer: GRPOTrainer) -> dict[str, list[Any]]:
         prompt_ids, images, fields = trainer._tokenize_prompts(prompts)
@@ -198,12 +194,10 @@ class TrajectoryRollout:
         completion_ids, logprobs = trainer._generate_single_turn(prompt_ids, images, fields, n)
         rollouts = []
         for prompt, imgs in zip(prompts, images or [None] * len(prompts)):
-            key = _prompt_key(prompt)
-            if key not in self.states or not imgs or len(imgs) < 2:
-                raise ValueError("a prompt of this batch is not in the training data; trajectory rollouts need the "
-                                 "dataset's instruction and history for every prompt")
-            instruction, history = self.states[key]
-            rollouts.append(_Rollout(instruction, list(history), imgs[0], imgs[-1]))
+            state = read_state(prompt)
+            if state is None or not imgs or len(imgs) < 2:
+                raise ValueError("a prompt of this batch is not a MIRA observation (protocol user turn and two images)")
+            rollouts.append(_Rollout(state[0], list(state[1]), imgs[0], imgs[-1]))
         self._advance(rollouts, trainer.processing_class.batch_decode(completion_ids, skip_special_tokens=True))
         for _ in range(self.max_steps):
             active = [r for r in rollouts if not r.done]
@@ -253,13 +247,6 @@ class _Rollout:
 
     def observation(self) -> Observation:
         return Observation(self.instruction, tuple(self.history), self.original, self.current)
-
-
-def _prompt_key(prompt: list[dict[str, Any]]) -> tuple[str, ...]:
-    """The text of a prompt, which determines (instruction, history) exactly (images are read from the prompt)."""
-    return tuple(
-        part.get("text") or "" for message in prompt for part in message["content"] if part.get("type") == "text"
-    )
 
 
 def _any_process(trainer: GRPOTrainer, active: int) -> bool:
