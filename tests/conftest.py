@@ -10,3 +10,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# -- verifier-guided steps (issue 9): a tiny real FLUX.1-Kontext pipeline, built once per session ------------------
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_kontext_pipeline():
+    from mira.testing import tiny_flux_kontext_pipeline
+
+    return tiny_flux_kontext_pipeline()

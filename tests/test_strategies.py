@@ -138,6 +138,21 @@ def test_rollback_budget_spent_rejects_the_step_and_keeps_the_previous_image(tmp
     assert "rejected" in (tmp_path / "report.html").read_text()
 
 
+def test_negative_rollback_margin_demands_progress():
+    editor = RedEditor([105, 140])  # from 100: +0.2 is not progress enough with margin -1; +1.6 is
+    t = agent([think("a"), think(STOP)], editor, StepStrategy(rollback=1, rollback_margin=-1.0), RedJudge()).run(
+        start(100), "x")
+    assert red(t.steps[0].image) == 140 and len(t.steps[0].extra["rollbacks"]) == 1
+
+
+def test_editor_failing_during_a_rollback_round_ends_the_step_without_an_error():
+    editor = RedEditor([50, EditorError("oom"), EditorError("oom"), 200])
+    t = agent([think("a"), think(STOP)], editor, StepStrategy(rollback=3), RedJudge()).run(start(100), "x")
+    step = t.steps[0]
+    assert t.stop_reason == "stop" and step.image is None and "rejected" in step.extra
+    assert len(step.extra["rollbacks"]) == 1 and len(editor.calls) == 3
+
+
 def test_rollback_ignores_unknown_scores():
     judge = RedJudge([JudgeScores(error="judge down")])  # the baseline cannot be scored: nothing is rolled back
     t = agent([think("a"), think(STOP)], RedEditor([10]), StepStrategy(rollback=2), judge).run(start(100), "x")

@@ -35,7 +35,7 @@ from mira.images import ImageSource, load_image, validate_instruction
 from mira.judges.base import Judge, JudgeScores
 from mira.policies.base import Policy
 from mira.protocol import Observation, ParsedCompletion, parse_completion, same_action
-from mira.strategies import Budget, StepStrategy, preserve_details, score_value
+from mira.strategies import Budget, Routing, StepStrategy, preserve_details, score_value
 from mira.trajectory import RunWriter, Step, Trajectory, image_sha256
 
 
@@ -325,9 +325,8 @@ class MiraAgent:
 
         Candidates cycle through (phrasing, editor) pairs, each editor call with its own seed; a failed call is
         retried (new seed) up to ``editor_retries`` times. A round of ``n_candidates`` candidates (at least one per
-        pair) ends early
-        once one clears the adaptive threshold; a round whose best is worse than the previous image is rolled back
-        (at most ``rollback`` times), and a step whose every round was worse is rejected.
+        pair) ends early once one clears the adaptive threshold; a round whose best is worse than the previous image
+        is rolled back (at most ``rollback`` times), and a step whose every round was worse is rejected.
         """
         s, budget = self.strategy, state.budget
         routing = s.route(actions[0], list(self.editors))
@@ -339,69 +338,79 @@ class MiraAgent:
             baseline = score_value(state.scores, s.score_key)
             step.extra["baseline_score"] = baseline
         images: dict[int, tuple[Image.Image, JudgeScores | None]] = {}  # candidate number -> image, scores
-        failures, failure = 0, ""
+        failures = 0
         t0 = time.perf_counter()
-        per_round = max(s.n_candidates, len(plan))  # every phrasing and editor is tried at least once
-        for round_ in range(1 + s.rollback):
+        for round_ in range(1, 2 + s.rollback):
             kept = 0
-            while kept < per_round and budget.exhausted() is None and failures <= config.editor_retries:
+            while kept < max(s.n_candidates, len(plan)) and budget.exhausted() is None \
+                    and failures <= config.editor_retries:
                 action, editor = plan[len(images) % len(plan)]
-                cand: dict[str, Any] = {"n": len(step.candidates) + 1, "round": round_ + 1, "action": action,
-                                        "editor": editor, "seed": step_seed(config.seed, step.index,
-                                                                            len(step.candidates))}
+                cand = {"n": len(step.candidates) + 1, "round": round_, "action": action, "editor": editor,
+                        "seed": step_seed(config.seed, step.index, len(step.candidates))}
                 step.candidates.append(cand)
                 budget.spend_call()
-                c0 = time.perf_counter()
-                try:
-                    image = yield EditorCall(state.current, action, cand["seed"], editor)
-                except Exception as exc:
-                    image, error = None, _describe(exc)
-                else:
-                    error = None if isinstance(image, Image.Image) else (
-                        f"editor returned {type(image).__name__}, not an image")
-                cand["seconds"] = time.perf_counter() - c0
-                if error is not None:
-                    cand["error"] = failure = error
+                result = yield from self._candidate(traj, state, step, cand)
+                if result is None:
                     failures += 1
                     continue
-                failures, kept = 0, kept + 1
-                if s.preserve_details:
-                    image, cand["changed_fraction"] = preserve_details(
-                        state.current, image, threshold=s.preserve_threshold, radius=s.preserve_radius,
-                        feather=s.preserve_feather)
-                scores = None
-                if self.verifier is not None:
-                    scores = yield from self._verify(traj, image, step)
-                    cand["scores"] = {k: v for k, v in scores.to_dict().items() if v not in (None, {}, "")}
-                    cand["score"] = score_value(scores, s.score_key)
-                images[cand["n"]] = (image, scores)
+                failures, kept, images[cand["n"]] = 0, kept + 1, result
                 if s.clears(cand.get("score"), baseline):
                     break
             best = _best(step.candidates, images)
-            if best is None or not s.is_worse(best.get("score"), baseline) or round_ == s.rollback:
-                break
-            if budget.exhausted() is not None:
+            if (best is None or round_ > s.rollback or not s.is_worse(best.get("score"), baseline)
+                    or budget.exhausted() is not None or failures > config.editor_retries):
                 break
             step.extra.setdefault("rollbacks", []).append(
-                f"round {round_ + 1}: best score {best['score']:.3g} < previous image's {baseline:.3g}")
+                f"round {round_}: best score {best['score']:.3g} < previous image's {baseline:.3g}")
         step.editor_seconds = time.perf_counter() - t0
 
         best = _best(step.candidates, images)
+        last = best or (step.candidates[-1] if step.candidates else {"seed": None, "editor": routing.editors[0]})
+        step.seed, step.editor = last["seed"], last["editor"]
+        step.editor_params = self.editors[step.editor].params()
         if best is None:
-            if step.candidates:
-                step.seed, step.editor = step.candidates[-1]["seed"], step.candidates[-1]["editor"]
-            else:
-                step.editor = routing.editors[0]
-            step.editor_params = self.editors[step.editor].params()
             if failures > config.editor_retries:
-                step.extra["editor_error"] = failure
+                step.extra["editor_error"] = failure = step.candidates[-1]["error"]
                 traj.error = f"editor failed {failures} times at step {step.index}: {failure}"
                 return "editor_error"
             step.extra["not_executed"] = traj.error = budget.exhausted()
             return "budget"
+        self._settle(step, best, images, routing, baseline, state, writer)
+        return None
+
+    def _candidate(
+        self, traj: Trajectory, state: "_State", step: Step, cand: dict[str, Any]
+    ) -> Generator[Request, Any, tuple[Image.Image, JudgeScores | None] | None]:
+        """One editor call from the current image (preserved and scored as the strategy says), recorded in
+        ``cand``; None when the editor failed."""
+        s = self.strategy
+        c0 = time.perf_counter()
+        try:
+            image = yield EditorCall(state.current, cand["action"], cand["seed"], cand["editor"])
+        except Exception as exc:
+            image, error = None, _describe(exc)
+        else:
+            error = None if isinstance(image, Image.Image) else f"editor returned {type(image).__name__}, not an image"
+        cand["seconds"] = time.perf_counter() - c0
+        if error is not None:
+            cand["error"] = error
+            return None
+        if s.preserve_details:
+            image, cand["changed_fraction"] = preserve_details(
+                state.current, image, threshold=s.preserve_threshold, radius=s.preserve_radius,
+                feather=s.preserve_feather)
+        scores = None
+        if self.verifier is not None:
+            scores = yield from self._verify(traj, image, step)
+            cand["scores"] = {k: v for k, v in scores.to_dict().items() if v not in (None, {}, "")}
+            cand["score"] = score_value(scores, s.score_key)
+        return image, scores
+
+    def _settle(self, step: Step, best: dict[str, Any], images: dict, routing: Routing, baseline: float | None,
+                state: "_State", writer: RunWriter | None) -> None:
+        """Record the step's outcome: keep the best candidate, or reject the step when rollback found it worse."""
         image, scores = images[best["n"]]
-        step.action, step.seed, step.editor = best["action"], best["seed"], best["editor"]
-        step.editor_params = self.editors[step.editor].params()
+        step.action = best["action"]
         if scores is not None:
             step.scores = {k: float(getattr(scores, k)) for k in ("overall", "sc", "pq")
                            if isinstance(getattr(scores, k), (int, float))}
@@ -409,7 +418,7 @@ class MiraAgent:
             reason = routing.reason if len(routing.editors) == 1 else (
                 f"verifier picked {best['editor']} among {', '.join(routing.editors)}")
             step.extra["route"] = {"editor": best["editor"], "reason": reason, "rule": routing.rule}
-        if s.is_worse(best.get("score"), baseline):
+        if self.strategy.is_worse(best.get("score"), baseline):
             step.extra["rejected"] = (f"every candidate scored below the previous image ({best['score']:.3g} < "
                                       f"{baseline:.3g}); the previous image is kept")
         else:
@@ -423,7 +432,6 @@ class MiraAgent:
                 elif cand["n"] in images:
                     cand["image_path"] = writer.write_image(f"step_{step.index:03d}_cand_{cand['n']}.png",
                                                             images[cand["n"]][0])
-        return None
 
     def _verify(self, traj: Trajectory, image: Image.Image, step: Step) -> Generator[Request, Any, JudgeScores]:
         """The verifier's scores of ``image`` (progress toward the instruction from the original); never raises."""

@@ -63,7 +63,8 @@ class StepStrategy:
       improves on the previous image's score by at least this.
     - ``rollback``: when even the best candidate scores lower than the previous image (by more than
       ``rollback_margin``), discard the round and sample again from the previous image, at most this many times per
-      step; if every round is worse, the step is rejected and the previous image kept.
+      step; if every round is worse, the step is rejected and the previous image kept. A negative margin demands
+      progress: a step must raise the score by at least ``-rollback_margin``.
     - ``score_key``: the verifier score compared (``overall``, ``sc`` or ``pq`` of :class:`~mira.judges.base.JudgeScores`).
     - ``routes``: rules sending matching edits to a named editor; the first match wins, else ``default_editor``
       (else the first registered editor).
