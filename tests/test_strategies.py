@@ -175,7 +175,9 @@ def test_call_budget_still_lets_the_policy_stop():
     assert t.stop_reason == "stop" and len(editor.calls) == 2
 
 
-def test_time_budget_ends_the_run(monkeypatch):
+@pytest.fixture
+def slow_editor(monkeypatch):
+    """RedEditor whose every call takes one second of a fake clock that the budget reads."""
     clock = [0.0]
     monkeypatch.setattr(budget, "monotonic", lambda: clock[0])
 
@@ -184,22 +186,18 @@ def test_time_budget_ends_the_run(monkeypatch):
             clock[0] += 1.0
             return super().edit(image, instruction, seed=seed)
 
-    editor = SlowEditor([10] * 10)
+    return SlowEditor
+
+
+def test_time_budget_ends_the_run(slow_editor):
+    editor = slow_editor([10] * 10)
     t = agent([think(f"edit {i}") for i in range(10)], editor, StepStrategy(max_seconds=2.5)).run(start(), "x")
     assert t.stop_reason == "budget" and "time budget" in t.error
     assert len(editor.calls) == 3 and len(t.steps) == 3
 
 
-def test_time_budget_stops_sampling_within_a_step(monkeypatch):
-    clock = [0.0]
-    monkeypatch.setattr(budget, "monotonic", lambda: clock[0])
-
-    class SlowEditor(RedEditor):
-        def edit(self, image, instruction, *, seed=None):
-            clock[0] += 1.0
-            return super().edit(image, instruction, seed=seed)
-
-    editor = SlowEditor([10, 30, 20, 90])
+def test_time_budget_stops_sampling_within_a_step(slow_editor):
+    editor = slow_editor([10, 30, 20, 90])
     strategy = StepStrategy(n_candidates=4, max_seconds=1.5)
     t = agent([think("a"), think(STOP)], editor, strategy, RedJudge()).run(start(), "x")
     assert len(editor.calls) == 2 and red(t.steps[0].image) == 30 and t.stop_reason == "budget"
