@@ -98,10 +98,10 @@ def build_backends(
     editor_options: list[str] | None,
 ):
     """Policy and editor from the shared backend flags (used by `mira edit` and the servers)."""
-    from mira.registry import load_policy
+    from mira.registry import POLICIES, load_policy
 
     p_opts = parse_options(policy_options)
-    if policy not in ("passthrough",) and ":" not in policy.split("/")[0]:
+    if policy not in POLICIES and ":" not in policy.split("/")[0]:
         p_opts = {"dtype": dtype, "device": device, "temperature": temperature, **p_opts}
         p_opts = {k: v for k, v in p_opts.items() if v is not None}
     elif temperature is not None:
@@ -262,7 +262,24 @@ def tiny_models(
         console.print(f"{name}: {path}")
 
 
+def quiet_libraries() -> None:
+    """Keep library progress bars and warnings out of MIRA's own step-by-step output."""
+    for var, value in (("TRANSFORMERS_VERBOSITY", "error"), ("DIFFUSERS_VERBOSITY", "error"),
+                       ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")):
+        os.environ.setdefault(var, value)
+
+
+from mira.serve.commands import serve, ui  # noqa: E402  (typer only; models load when a command runs)
+
+app.command()(friendly_errors(serve))
+app.command()(friendly_errors(ui))
+from mira.testbed.commands import testbed  # noqa: E402  (typer only; the world loads when a command runs)
+
+app.add_typer(testbed(friendly_errors), name="testbed")
+
+
 def main() -> None:
+    quiet_libraries()
     try:
         app()
     except UnicodeEncodeError as exc:  # arguments that are not valid text reach us as surrogates

@@ -19,12 +19,14 @@ EDITORS: dict[str, str] = {
     "qwen-image-edit": "mira.editors.diffusers:DiffusersEditor.qwen_image_edit",
     "qwen-image-edit-plus": "mira.editors.diffusers:DiffusersEditor.qwen_image_edit_plus",
     "diffusers": "mira.editors.diffusers:DiffusersEditor",
+    "testbed": "mira.testbed.editor:TestbedEditor",
 }
 # prefix -> "module:factory"; the factory receives the text after the prefix as its first argument.
 EDITOR_PREFIXES: dict[str, str] = {}
 
 POLICIES: dict[str, str] = {
     "passthrough": "mira.policies.baselines:PassthroughPolicy",
+    "testbed-oracle": "mira.testbed.oracle:OraclePolicy",
 }
 POLICY_PREFIXES: dict[str, str] = {}
 DEFAULT_POLICY_FACTORY = "mira.policies.transformers:TransformersPolicy"
