@@ -218,6 +218,11 @@ def tiny_models(
         console.print(f"{name}: {path}")
 
 
+from mira.eval.commands import eval_command  # noqa: E402  (typer only; models load when the command runs)
+
+app.command("eval")(friendly_errors(eval_command))
+
+
 def main() -> None:
     try:
         app()
