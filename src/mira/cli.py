@@ -168,7 +168,7 @@ def edit(
     from mira.images import load_image, validate_instruction
 
     instruction = validate_instruction(instruction)
-    source = load_image(image)  # fail on bad input before loading any model
+    load_image(image)  # fail on bad input before loading any model
     if output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise CLIError(f"output '{output}' must end in .png, .jpg, .jpeg or .webp")
     with console.status("loading models"):
@@ -178,9 +178,7 @@ def edit(
                       callbacks=[RichProgress(console, max_steps).callback])
     if run_dir is None:
         run_dir = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    traj = agent.run(source, instruction, run_dir=run_dir)
-    traj.source_path = str(image)
-    traj.save(run_dir)
+    traj = agent.run(image, instruction, run_dir=run_dir)
     output.parent.mkdir(parents=True, exist_ok=True)
     traj.final_image.save(output)
     colour = "green" if traj.stop_reason == "stop" else "yellow"

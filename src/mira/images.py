@@ -142,10 +142,11 @@ def validate_instruction(text: object) -> str:
 def working_size(size: tuple[int, int], max_pixels: int, multiple: int = 16) -> tuple[int, int]:
     """(width, height) close to ``max_pixels`` in area that keeps the aspect ratio, both multiples of ``multiple``.
 
-    Images smaller than ``max_pixels`` keep their size (rounded to the multiple); larger ones are scaled down.
+    Images smaller than ``max_pixels`` keep their size (rounded down to the multiple); larger ones are scaled down,
+    never above ``max_pixels``.
     """
     w, h = size
     scale = min(1.0, math.sqrt(max_pixels / (w * h)))
-    new_w = max(multiple, int(round(w * scale / multiple)) * multiple)
-    new_h = max(multiple, int(round(h * scale / multiple)) * multiple)
+    new_w = max(multiple, int(w * scale // multiple) * multiple)
+    new_h = max(multiple, int(h * scale // multiple) * multiple)
     return new_w, new_h

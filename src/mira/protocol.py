@@ -216,7 +216,7 @@ def parse_completion_strict(raw: str) -> ParsedCompletion:
         return ParsedCompletion(raw=raw, error="empty reasoning")
     if answer == STOP:
         return ParsedCompletion(raw=raw, reasoning=think, action=STOP)
-    if STOP.lower() in answer.lower():
+    if STOP.lower() in answer.lower() or _STOP_RE.match(answer):
         return ParsedCompletion(raw=raw, reasoning=think, error="STOP must be the whole answer, written <STOP>")
     if "\n" in answer or len(answer) > MAX_ACTION_CHARS:
         return ParsedCompletion(raw=raw, reasoning=think, error="answer must be one line of at most 400 characters")
