@@ -10,3 +10,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# -- evaluation (issue 5): one local Ray cluster per test session, loopback only ---------------------------------------
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """A 2-CPU Ray cluster on 127.0.0.1 whose workers import mira and the test helpers."""
+    ray = pytest.importorskip("ray")
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    paths = [str(here), str(here.parent / "src"), os.environ.get("PYTHONPATH", "")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             object_store_memory=256 * 1024 * 1024, _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()

@@ -18,6 +18,7 @@ import hashlib
 import html
 import io
 import json
+import shutil
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -110,10 +111,11 @@ class Trajectory:
         for step in self.steps:
             if step.image is not None and step.image_path is None:
                 step.image_path = writer.write_image(f"step_{step.index:03d}.png", step.image)
-        final = self.final_image
-        if final is not None:
-            writer.write_image("final.png", final)
         writer.flush()
+        if self.final_image is not None:  # a copy of the file it already is: no second PNG encode
+            done = next((s.image_path for s in reversed(self.steps) if s.image is not None), "original.png")
+            shutil.copyfile(run_dir / done, run_dir / "final.tmp")
+            (run_dir / "final.tmp").replace(run_dir / "final.png")
         if own:
             writer.close()
         (run_dir / "trajectory.json").write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False))

@@ -155,7 +155,8 @@ def _cell(record: dict[str, Any] | None) -> str:
     if record.get("run_dir"):
         run = html.escape(record["run_dir"])
         image = f'<a href="{run}/report.html"><img src="{run}/final.png" loading="lazy"></a>'
-    facts = f"{html.escape(str(record['stop_reason']))}, {record['editor_calls']} editor calls"
+    calls = record["editor_calls"]
+    facts = f"{html.escape(str(record['stop_reason']))}, {calls} editor call{'' if calls == 1 else 's'}"
     return f'<td>{image}<div class="scores">{text}</div><div>{facts}</div></td>'
 
 
@@ -166,7 +167,7 @@ def gallery(records: Sequence[dict[str, Any]], methods: Sequence[str], title: st
         cells.setdefault((r["sample_id"], r["seed"]), {})[r["method"]] = r
     head = "".join(f"<th>{html.escape(m)}</th>" for m in methods)
     rows = []
-    for (sample_id, seed), by_method in cells.items():
+    for (sample_id, seed), by_method in sorted(cells.items()):
         first = next(iter(by_method.values()))
         source = next((r["run_dir"] for r in by_method.values() if r.get("run_dir")), None)
         source_img = f'<img src="{html.escape(source)}/original.png" loading="lazy">' if source else ""
@@ -188,7 +189,7 @@ def write_report(out_dir: str | Path, *, baseline: str = "raw") -> dict[str, Pat
     manifest = json.loads((out_dir / MANIFEST_FILE).read_text()) if (out_dir / MANIFEST_FILE).exists() else {}
     records = list(read_records(out_dir / RESULTS_FILE).values())
     methods = [m for m in manifest.get("methods", {})] or list(dict.fromkeys(r["method"] for r in records))
-    title = f"Evaluation: {manifest.get('benchmark', out_dir.name)}"
+    title = f"Evaluation: {Path(manifest.get('benchmark') or out_dir.name).name}"
     summary = summarize(records, methods, baseline)
     summary["benchmark"] = manifest.get("benchmark")
     summary["judge"] = manifest.get("judge")

@@ -8,6 +8,7 @@ against the source image and the instruction. The output folder::
       eval.json          what was evaluated: benchmark, judge, editor, methods (policy configs), seeds, max_steps
       results.jsonl      one JSON record per finished item (scores, stop reason, editor calls, seconds, run folder)
       runs/METHOD/SAMPLE/seedN/   the item's run folder (trajectory.json, every step's image, report.html)
+      sources/           each source image once; the run folders' original.png are hard links to these
 
 Resuming: a record is appended, in one write followed by ``fsync``, only after its run folder is complete, and a
 re-run skips every item that has a record. A process killed at any moment (``kill -9`` included) therefore loses
@@ -30,12 +31,15 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import json
 import os
 import queue
 import shutil
+import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,6 +56,7 @@ from mira.trajectory import Trajectory
 RESULTS_FILE = "results.jsonl"
 MANIFEST_FILE = "eval.json"
 LOCK_FILE = ".lock"
+SOURCES_DIR = "sources"
 MODES = ("async", "local", "ray")
 # config keys that may change between runs of one evaluation without changing its results
 VOLATILE_KEYS = ("url", "key", "device", "timeout", "retries", "concurrency", "offload", "latency")
@@ -102,6 +107,7 @@ class Outcome:
     agent_seconds: float = 0.0
     judge_seconds: float = 0.0
     error: str | None = None
+    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
 # -- one item ----------------------------------------------------------------------------------------------------------
@@ -166,6 +172,7 @@ def record_of(outcome: Outcome) -> dict[str, Any]:
         "policy_seconds": round(sum(s.policy_seconds for s in traj.steps), 4) if traj else 0.0,
         "editor_seconds": round(sum(s.editor_seconds for s in traj.steps), 4) if traj else 0.0,
         "scores": outcome.scores.to_dict() if outcome.scores is not None else None,
+        "worker": outcome.worker,
     }
     return record
 
@@ -221,7 +228,11 @@ class ResultsStore:
         self._drop_torn_line()
         self.records = read_records(self.path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._write_lock = threading.Lock()
+        self._state = threading.Condition()
+        self._queue: list[bytes] = []
+        self._queued = self._synced = 0
+        self._syncing = False
+        self._failure: OSError | None = None
 
     def _drop_torn_line(self) -> None:
         if not self.path.exists():
@@ -259,20 +270,61 @@ class ResultsStore:
 
     def commit(self, outcome: Outcome) -> dict[str, Any]:
         """Write the outcome's run folder, then append its record (the commit point)."""
-        if outcome.trajectory is not None:
+        traj = outcome.trajectory
+        if traj is not None:
             run_dir = self.out_dir / outcome.item.run_path
             if run_dir.exists():
                 shutil.rmtree(run_dir)
-            outcome.trajectory.save(run_dir)
+            run_dir.mkdir(parents=True)
+            if traj.original is not None and traj.source_sha256:
+                _link(self._source_png(traj), run_dir / "original.png")
+            traj.save(run_dir)
         record = record_of(outcome)
         data = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
-        with self._write_lock:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view):]
-            os.fsync(self._fd)
+        self._append(data)
+        with self._state:
             self.records[record["key"]] = record
         return record
+
+    def _append(self, data: bytes) -> None:
+        """Append one record and return once it is on disk. Records that arrive while another thread is syncing
+        are written together and share the next fsync (group commit): one fsync per batch, not per record."""
+        with self._state:
+            self._queue.append(data)
+            self._queued += 1
+            ticket = self._queued
+            while self._synced < ticket:
+                if self._failure is not None:
+                    raise RunnerError(f"could not write {self.path}: {self._failure}")
+                if self._syncing:
+                    self._state.wait()
+                    continue
+                self._syncing, batch, last = True, b"".join(self._queue), self._queued
+                self._queue = []
+                self._state.release()
+                try:
+                    view = memoryview(batch)
+                    while view:
+                        view = view[os.write(self._fd, view):]
+                    os.fsync(self._fd)
+                except OSError as exc:
+                    self._failure = exc
+                    raise
+                finally:
+                    self._state.acquire()
+                    self._syncing = False
+                    self._state.notify_all()
+                self._synced = last
+
+    def _source_png(self, traj: Trajectory) -> Path:
+        """The source image as a PNG shared by every run folder of that image (encoded once, named by its pixels)."""
+        path = self.out_dir / SOURCES_DIR / f"{traj.source_sha256[:32]}.png"
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+            traj.original.save(tmp, format="PNG", compress_level=1)
+            tmp.replace(path)
+        return path
 
     def close(self) -> None:
         os.close(self._fd)
@@ -346,19 +398,22 @@ class EvalRunner:
             with _Progress(len(items), len(items) - len(pending), enabled=self.progress) as advance:
                 if pending:
                     self._dispatch(pending, store, advance)
+                elif self.backends is not None:  # nothing to run; still refuse a changed setup (no model loads)
+                    self._begin(store, self.backends.configs())
             return [store.records[i.key] for i in items if i.key in store.records]
         finally:
             store.close()
 
     # -- modes --------------------------------------------------------------------------------------------------
-    def _dispatch(self, pending: list[WorkItem], store: ResultsStore, advance: Callable[[], None]) -> None:
-        def begin(configs: dict[str, Any]) -> None:
-            missing = [m for m in self.methods if m not in configs["methods"]]
-            if missing:
-                raise RunnerError(f"no policy for method '{missing[0]}' in the backends")
-            configs = {**configs, "methods": {m: configs["methods"][m] for m in self.methods}}
-            store.check_manifest(self.benchmark, configs, self.seeds, self.max_steps)
+    def _begin(self, store: ResultsStore, configs: dict[str, Any]) -> None:
+        missing = [m for m in self.methods if m not in configs["methods"]]
+        if missing:
+            raise RunnerError(f"no policy for method '{missing[0]}' in the backends")
+        configs = {**configs, "methods": {m: configs["methods"][m] for m in self.methods}}
+        store.check_manifest(self.benchmark, configs, self.seeds, self.max_steps)
 
+    def _dispatch(self, pending: list[WorkItem], store: ResultsStore, advance: Callable[[], None]) -> None:
+        begin = functools.partial(self._begin, store)
         if self.mode == "ray":
             self._run_ray(pending, store, advance, begin)
         elif self.mode == "async":
@@ -371,14 +426,29 @@ class EvalRunner:
     async def _run_async(self, backends: Backends, pending: list[WorkItem], store: ResultsStore,
                          advance: Callable[[], None]) -> None:
         todo = iter(pending)
+        loop = asyncio.get_running_loop()
+        backlog = asyncio.Semaphore(self.concurrency)  # finished items waiting for the disk, at most
+        commits: set[asyncio.Task] = set()
+
+        async def commit(outcome: Outcome) -> None:
+            try:
+                await loop.run_in_executor(writers, store.commit, outcome)
+                advance()
+            finally:
+                backlog.release()
 
         async def worker() -> None:
-            for item in todo:
+            for item in todo:  # a worker moves on to its next item while the last one is written
                 outcome = await aevaluate(backends, item, self.max_steps)
-                await asyncio.to_thread(store.commit, outcome)
-                advance()
+                await backlog.acquire()
+                task = asyncio.create_task(commit(outcome))
+                commits.add(task)
+                task.add_done_callback(commits.discard)
 
-        await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(pending)))))
+        # disk writes get their own threads, so that backends running in the default executor never wait on them
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="mira-eval-commit") as writers:
+            await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(pending)))))
+            await asyncio.gather(*list(commits))
 
     def _run_local(self, pending: list[WorkItem], store: ResultsStore, advance: Callable[[], None],
                    begin: Callable[[dict[str, Any]], None]) -> None:
@@ -457,6 +527,13 @@ class EvalRunner:
         finally:
             for actor in actors:
                 ray.kill(actor)
+
+def _link(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or no hard links there
+        shutil.copyfile(source, target)
+
 
 def _with_pixels(item: WorkItem) -> WorkItem:
     """The item with its image loaded here, so that Ray workers need no access to this machine's files."""

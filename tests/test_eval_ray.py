@@ -1,0 +1,26 @@
+"""Ray mode on a local 2-worker cluster gives the same results as local mode."""
+
+from __future__ import annotations
+
+import pytest
+
+from eval_helpers import ChatServer, Factory, comparable, photo_samples
+from mira.eval.runner import EvalRunner
+
+METHODS = ["raw", "rewrite", "plan", "mira"]
+
+
+@pytest.mark.timeout(240)
+def test_ray_mode_with_two_workers_matches_local_mode(local_ray, tmp_path):
+    samples = photo_samples(3)
+    with ChatServer() as server:
+        options = dict(factory=Factory(server.base_url), seeds=[0, 1], benchmark="photos", progress=False)
+        ray_records = EvalRunner(samples, METHODS, tmp_path / "ray", mode="ray", workers=2, worker_cpus=0.5,
+                                 **options).run()
+        local_records = EvalRunner(samples, METHODS, tmp_path / "local", mode="local", **options).run()
+    assert len(ray_records) == len(samples) * len(METHODS) * 2
+    assert comparable(ray_records) == comparable(local_records)
+    assert len({r["worker"] for r in ray_records}) == 2  # both workers took items
+    assert {r["worker"] for r in local_records} != {r["worker"] for r in ray_records}
+    for record in ray_records:  # the driver wrote every run folder from what the workers sent back
+        assert (tmp_path / "ray" / record["run_dir"] / "trajectory.json").is_file()
