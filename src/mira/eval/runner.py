@@ -59,7 +59,7 @@ LOCK_FILE = ".lock"
 SOURCES_DIR = "sources"
 MODES = ("async", "local", "ray")
 # config keys that may change between runs of one evaluation without changing its results
-VOLATILE_KEYS = ("url", "key", "device", "timeout", "retries", "concurrency", "offload", "latency")
+VOLATILE_KEYS = ("url", "key", "device", "timeout", "retries", "offload")
 
 
 class RunnerError(RuntimeError):
