@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -12,8 +14,24 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """name -> folder of every tiny model of :mod:`mira.testing`, built once per test session."""
+    from mira.testing import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture
+def small_qwen_conditioning():
+    """Qwen-Image-Edit(-Plus) condition on ~64x64 images instead of ~1 MP while the test runs."""
+    from mira.testing import small_qwen_image_conditioning
+
+    with small_qwen_image_conditioning():
+        yield
+
+
 # -- evaluation (issue 5): one local Ray cluster per test session, loopback only ---------------------------------------
-import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -141,7 +141,7 @@ def scripted_vlm(body: dict[str, Any]) -> str:
     text, images, retry = request_parts(body)
     key = _digest(*(hashlib.sha256(im.tobytes()).hexdigest() for im in images), text[:200])
     if "edit_success" in text:
-        source, edited = np.asarray(images[0], float), np.asarray(images[1], float)
+        source, edited = np.asarray(images[0], float), np.asarray(images[1].resize(images[0].size), float)
         change = float(np.abs(source - edited).mean())
         success, kept = min(10.0, round(change / 4, 1)), max(0.0, round(10 - change / 12, 1))
         if key % 4 == 0 and not retry:

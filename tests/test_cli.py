@@ -66,3 +66,32 @@ def test_bad_editor_option(photo, stripe_editor):
     result = runner.invoke(app, ["edit", str(photo), "x", "--policy", "passthrough", "--editor", "stripe",
                                  "--editor-option", "novalue"])
     assert result.exit_code == 2 and "key=value" in result.output
+
+
+@pytest.mark.slow
+def test_edit_on_tiny_models_end_to_end(tiny_models, tmp_path):
+    """The README's smoke run: a real Qwen2.5-VL policy driving a real FluxKontext pipeline, twice with one seed."""
+    from mira import Trajectory
+
+    runs = []
+    for i in range(2):
+        out, run_dir = tmp_path / f"out{i}.png", tmp_path / f"run{i}"
+        proc = subprocess.run(
+            [sys.executable, "-m", "mira.cli", "edit", "examples/coffee.jpg", "make the cup red and the table black",
+             "--policy", str(tiny_models["qwen2_5_vl"]), "--editor", "flux-kontext",
+             "--editor-model", str(tiny_models["flux-kontext"]), "--max-steps", "2", "--seed", "3",
+             "--steps", "2", "--max-pixels", str(64 * 64), "--policy-option", "max_new_tokens=12",
+             "-o", str(out), "--run-dir", str(run_dir)],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr
+        assert out.is_file() and (run_dir / "trajectory.json").is_file() and (run_dir / "report.html").is_file()
+        runs.append(Trajectory.load(run_dir))
+    a, b = runs
+    assert a.config["policy"]["model"] == str(tiny_models["qwen2_5_vl"])
+    assert a.config["editor"]["name"] and a.steps
+    assert [s.raw_completion for s in a.steps] == [s.raw_completion for s in b.steps]
+    assert [s.seed for s in a.steps] == [s.seed for s in b.steps]
+    assert a.stop_reason == b.stop_reason
+    assert a.final_image.tobytes() == b.final_image.tobytes()

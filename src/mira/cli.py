@@ -216,12 +216,25 @@ def tiny_models(
         console.print(f"{name}: {path}")
 
 
+def quiet_libraries() -> None:
+    """Keep library progress bars and warnings out of MIRA's own step-by-step output."""
+    for var, value in (("TRANSFORMERS_VERBOSITY", "error"), ("DIFFUSERS_VERBOSITY", "error"),
+                       ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")):
+        os.environ.setdefault(var, value)
+
+
+from mira.serve.commands import serve, ui  # noqa: E402  (typer only; models load when a command runs)
+
+app.command()(friendly_errors(serve))
+app.command()(friendly_errors(ui))
+
 from mira.eval.commands import eval_command  # noqa: E402  (typer only; models load when the command runs)
 
 app.command("eval")(friendly_errors(eval_command))
 
 
 def main() -> None:
+    quiet_libraries()
     try:
         app()
     except UnicodeEncodeError as exc:  # arguments that are not valid text reach us as surrogates

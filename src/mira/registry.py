@@ -39,7 +39,7 @@ CHAT_BACKENDS: dict[str, str] = {}
 CHAT_PREFIXES: dict[str, str] = {
     "openai:": "mira.clients.openai_chat:OpenAIChatBackend",
 }
-DEFAULT_CHAT_FACTORY = "mira.vlm_transformers:TransformersChatBackend"
+DEFAULT_CHAT_FACTORY = "mira.policies.transformers:TransformersPolicy"
 
 # Judges (mira.judges.base.Judge). "openai:MODEL" and "viescore:CHAT-SPEC" are VIEScore over a chat backend.
 JUDGES: dict[str, str] = {

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from mira.protocol import SYSTEM_PROMPT, format_completion, user_text
+from mira.protocol import STOP, SYSTEM_PROMPT, format_completion, user_text
 
 SEED = 0
 
@@ -73,7 +73,7 @@ def _training_text() -> list[str]:
     history = ("make the stove black", "make the floor wooden")
     lines = CORPUS.splitlines() + SYSTEM_PROMPT.splitlines() + list(user_text("make the room blue", history))
     lines.append(format_completion("make the cabinets brown", "The stove and floor are done; cabinets remain."))
-    lines.append(format_completion("<STOP>", "Everything asked for is visible."))
+    lines.append(format_completion(STOP, "Everything asked for is visible."))
     return lines
 
 
@@ -94,15 +94,21 @@ def _trained_model_state(backend: Any, trainer: Any) -> dict[str, Any]:
     return json.loads(backend.to_str())["model"]
 
 
+def _byte_alphabet() -> list[str]:
+    from tokenizers import pre_tokenizers
+
+    return sorted(pre_tokenizers.ByteLevel.alphabet())
+
+
 def build_qwen_tokenizer(vocab_size: int = 1024) -> Any:
     """A ``Qwen2Tokenizer`` with a byte-level BPE trained here and the Qwen special tokens at the lowest ids."""
-    from tokenizers import AddedToken, pre_tokenizers, trainers
+    from tokenizers import AddedToken, trainers
     from transformers import Qwen2Tokenizer
 
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=list(QWEN_SPECIAL_TOKENS + QWEN_ADDED_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        initial_alphabet=_byte_alphabet(),
         show_progress=False,
     )
     state = _trained_model_state(Qwen2Tokenizer().backend_tokenizer, trainer)
@@ -118,15 +124,20 @@ def build_qwen_tokenizer(vocab_size: int = 1024) -> Any:
     return tokenizer
 
 
-def build_clip_tokenizer(vocab_size: int = 512) -> Any:
-    """A ``CLIPTokenizer`` (lower-cased BPE with ``</w>`` word ends) trained here; ``<|startoftext|>`` is id 0."""
-    from tokenizers import pre_tokenizers, trainers
+def build_clip_tokenizer(vocab_size: int = 768) -> Any:
+    """A ``CLIPTokenizer`` (lower-cased BPE with ``</w>`` word ends) trained here; ``<|startoftext|>`` is id 0.
+
+    Every ``<char></w>`` symbol is reserved up front: the trainer would otherwise number them in hash order and
+    break ties between merges differently on every run.
+    """
+    from tokenizers import trainers
     from transformers import CLIPTokenizer
 
+    alphabet = _byte_alphabet()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=["<|startoftext|>", "<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|startoftext|>", "<|endoftext|>"] + [c + "</w>" for c in alphabet],
+        initial_alphabet=alphabet,
         end_of_word_suffix="</w>",
         show_progress=False,
     )
@@ -135,15 +146,21 @@ def build_clip_tokenizer(vocab_size: int = 512) -> Any:
 
 
 def build_t5_tokenizer(vocab_size: int = 400) -> Any:
-    """A ``T5Tokenizer`` with a Unigram model trained here (``<pad>``, ``</s>``, ``<unk>`` = ids 0, 1, 2)."""
+    """A ``T5Tokenizer`` with a Unigram model trained here (``<pad>``, ``</s>``, ``<unk>`` = ids 0, 1, 2).
+
+    Scores are rounded to two decimals and pieces ordered by score, then text: the trainer scores the characters it
+    must keep in a different order on every run, and this gives them the same scores and ids every time.
+    """
     from tokenizers import trainers
     from transformers import T5Tokenizer
 
-    trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False
-    )
+    specials = ["<pad>", "</s>", "<unk>"]
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>",
+                                      show_progress=False)
     state = _trained_model_state(T5Tokenizer(extra_ids=0).backend_tokenizer, trainer)
-    return T5Tokenizer(vocab=[tuple(v) for v in state["vocab"]], extra_ids=0, model_max_length=512)
+    pieces = sorted(((p, round(s, 2)) for p, s in state["vocab"] if p not in specials), key=lambda v: (-v[1], v[0]))
+    vocab = [(p, 0.0) for p in specials] + pieces
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)
 
 
 # -- chat templates -----------------------------------------------------------------------------------------------
@@ -190,7 +207,8 @@ def _generation_config(tokenizer: Any) -> Any:
 
     ids = _special_ids(tokenizer)
     eos = [ids["eos_token_id"], ids["bos_token_id"]]
-    return GenerationConfig(bos_token_id=ids["bos_token_id"], eos_token_id=eos, pad_token_id=ids["pad_token_id"])
+    return GenerationConfig(bos_token_id=ids["bos_token_id"], eos_token_id=eos, pad_token_id=ids["pad_token_id"],
+                            max_new_tokens=32)
 
 
 def tiny_qwen2_5_vl(tokenizer: Any) -> Any:
@@ -300,7 +318,7 @@ def tiny_flux_kontext_pipeline() -> Any:
     clip_tokenizer, t5_tokenizer = build_clip_tokenizer(), build_t5_tokenizer()
     with _seeded():
         transformer = FluxTransformer2DModel(
-            patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+            patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
             num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
             guidance_embeds=True,
         )
@@ -318,8 +336,8 @@ def tiny_flux_kontext_pipeline() -> Any:
         ))
     with _seeded():
         vae = AutoencoderKL(
-            in_channels=3, out_channels=3, block_out_channels=(4, 8), layers_per_block=1, latent_channels=1,
-            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+            in_channels=3, out_channels=3, block_out_channels=(4, 8, 8, 8), layers_per_block=1, latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
             norm_num_groups=1, sample_size=32, use_quant_conv=False, use_post_quant_conv=False,
             shift_factor=0.0609, scaling_factor=1.5035,
         )
@@ -346,7 +364,7 @@ def _tiny_qwen_image_components() -> dict[str, Any]:
         )
     with _seeded():
         vae = AutoencoderKLQwenImage(
-            base_dim=24, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1, temperal_downsample=[False, True],
+            base_dim=24, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=1, temperal_downsample=[False, True, True],
             latents_mean=[0.0] * 4, latents_std=[1.0] * 4,
         )
     return dict(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,

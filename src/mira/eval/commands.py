@@ -82,19 +82,34 @@ class SpecFactory:
     def __call__(self, device: Any = None) -> Any:
         from mira.cli import build_backends
         from mira.eval.runner import Backends
-        from mira.registry import load_judge, load_policy
+        from mira.policies.baselines import RewritePolicy, VLMPlanPolicy
+        from mira.registry import load_chat, load_judge, load_policy
+        from mira.vlm import ChatBackend
 
         mira_spec = self.methods.get("mira", "passthrough")
         mira_policy, editor = build_backends(
             mira_spec, self.editor, self.editor_model, device or self.device, self.dtype, self.offload, self.steps,
             self.guidance, self.max_pixels, self.temperature, self.policy_options, self.editor_options)
+        # one VLM serves both baselines, and the mira policy itself when it is the planner (no second copy)
+        chats: dict[str, Any] = {mira_spec: mira_policy} if isinstance(mira_policy, ChatBackend) else {}
+        own = {k: v for k, v in self.planner_options.items() if k in ("sampling", "max_edits")}
+        backend_options = {k: v for k, v in self.planner_options.items() if k not in own}
+
+        def chat(spec: str) -> Any:
+            if spec not in chats:
+                chats[spec] = load_chat(spec, **backend_options)
+            return chats[spec]
+
         policies = {}
         for name, spec in self.methods.items():
             if name == "mira":
                 policies[name] = mira_policy
+            elif spec.startswith("rewrite:"):
+                policies[name] = RewritePolicy(chat(spec[len("rewrite:"):]), sampling=own.get("sampling"))
+            elif spec.startswith("plan:"):
+                policies[name] = VLMPlanPolicy(chat(spec[len("plan:"):]), **own)
             else:
-                options = self.planner_options if spec.startswith(("rewrite:", "plan:")) else {}
-                policies[name] = load_policy(spec, **options)
+                policies[name] = load_policy(spec)
         judge = load_judge(self.judge, **self.judge_options) if self.judge else None
         return Backends(editor=editor, policies=policies, judge=judge)
 
@@ -142,6 +157,11 @@ def eval_command(
     worker_cpus: float = typer.Option(1.0, min=0.0, help="Ray mode: CPUs per worker."),
     device: Optional[str] = typer.Option(None, help="Torch device for local backends."),
     dtype: str = typer.Option("auto", help="auto, bfloat16, float16, float32."),
+    offload: str = typer.Option("none", help="Editor offload: none, model, sequential, group."),
+    steps: Optional[int] = typer.Option(None, help="Editor denoising steps (default: the family's)."),
+    guidance: Optional[float] = typer.Option(None, help="Editor guidance (default: the family's)."),
+    max_pixels: Optional[int] = typer.Option(None, help="Editor working resolution in pixels (keeps aspect)."),
+    temperature: Optional[float] = typer.Option(None, help="Sampling temperature of the mira policy."),
     redo_failed: bool = typer.Option(False, help="Run again the items that failed (backend error, no score)."),
     report_only: bool = typer.Option(False, help="Only re-write the report of --out from its results."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -170,7 +190,8 @@ def eval_command(
             editor=editor, methods=specs, judge=None if judge == "none" else judge,
             judge_options=parse_options(judge_option),
             planner_options=parse_options(planner_option if planner_option or planner else policy_option),
-            editor_model=editor_model, device=device, dtype=dtype,
+            editor_model=editor_model, device=device, dtype=dtype, offload=offload, steps=steps, guidance=guidance,
+            max_pixels=max_pixels, temperature=temperature,
             policy_options=list(policy_option or []), editor_options=list(editor_option or []),
         )
         samples = load_benchmark(str(benchmark), limit=limit, **parse_options(benchmark_option))

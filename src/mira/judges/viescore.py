@@ -40,6 +40,9 @@ class _Answer:
 class VIEScoreJudge(Judge):
     """SC / PQ / overall on 0-10 from a vision-language model.
 
+    ``temperature`` and ``sampling`` go to every call of the backend (None / empty: the backend's own defaults);
+    each attempt at a question uses the seed ``seed + attempt``.
+
     >>> judge = VIEScoreJudge(backend, retries=2)
     >>> judge.score(source, edited, "make the cup red and the table black").overall
     """
@@ -51,7 +54,7 @@ class VIEScoreJudge(Judge):
         backend: ChatBackend,
         *,
         retries: int = 2,
-        temperature: float = 0.0,
+        temperature: float | None = None,
         seed: int = 0,
         sampling: dict[str, Any] | None = None,
     ):
@@ -60,7 +63,7 @@ class VIEScoreJudge(Judge):
         self.backend = backend
         self.retries = retries
         self.seed = seed
-        self.sampling = {"temperature": temperature, **(sampling or {})}
+        self.sampling = {**({} if temperature is None else {"temperature": temperature}), **(sampling or {})}
 
     @classmethod
     def from_spec(cls, spec: str, **options: Any) -> "VIEScoreJudge":

@@ -101,7 +101,7 @@ class _ChatBaseline(Policy):
 
     def __init__(self, backend: ChatBackend, *, sampling: dict[str, Any] | None = None):
         self.backend = backend
-        self.sampling = {"temperature": 0.0, **(sampling or {})}
+        self.sampling = dict(sampling or {})  # empty: the backend's own sampling defaults
 
     @classmethod
     def from_spec(cls, spec: str, **options: Any) -> "_ChatBaseline":
