@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from eval_helpers import ChatServer, photo_benchmark
 from mira import registry
 from mira.cli import app
+from mira.eval.commands import SpecFactory
 
 
 @pytest.fixture
@@ -44,6 +46,9 @@ def test_mira_eval_runs_scores_reports_and_resumes(registered, tmp_path):
     manifest = json.loads((out / "eval.json").read_text())
     assert list(manifest["methods"]) == ["raw", "rewrite", "plan", "good"]
     assert manifest["methods"]["plan"]["name"] == "vlm-plan"
+
+    factory = SpecFactory(editor="tint", methods={"raw": "passthrough"}, judge="viescore:scripted")
+    assert pickle.loads(pickle.dumps(factory)) == factory  # Ray ships it to its workers
 
     (out / "report.md").unlink()
     rerendered = CliRunner().invoke(app, ["eval", "--report-only", "--out", str(out)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mira.eval.report import markdown, mean_ci, summarize, to_csv
+from mira.eval.report import groups, markdown, mean_ci, summarize, to_csv
 
 
 def rec(sample, method, overall, *, seed=0, error=None, calls=1, seconds=1.0):
@@ -43,3 +43,17 @@ def test_tables_show_every_method():
     csv = to_csv(summary).splitlines()
     assert csv[2].startswith("plan,1,6.0,6.0,6.0,1") and ",1.0,1,0,0," in csv[2]
     assert "win vs" not in markdown(summarize([rec("a", "mira", 5)]))
+
+
+def test_complexity_levels_get_their_own_tables():
+    records = [rec("a", "raw", 5), rec("a", "mira", 7), rec("b", "raw", 6), rec("b", "mira", 4)]
+    for r in records:
+        r["meta"] = {"complexity": 2 if r["sample_id"] == "a" else 8}
+    split = groups(records)
+    assert list(split) == ["complexity"] and list(split["complexity"]) == ["2", "8"]
+    summary = summarize(records)
+    table = markdown(summary)
+    assert "## complexity = 2" in table and "## complexity = 8" in table
+    assert summary["by"]["complexity"]["2"]["methods"]["mira"]["win_rate"]["rate"] == 1.0
+    assert summary["by"]["complexity"]["8"]["methods"]["mira"]["win_rate"]["rate"] == 0.0
+    assert groups([rec("a", "raw", 5)]) == {}

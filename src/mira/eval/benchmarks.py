@@ -164,7 +164,7 @@ def open_dataset(source: str, split: str, **kwargs: Any) -> Any:
     try:
         import datasets
     except ImportError:
-        raise BenchmarkError("Hugging Face benchmarks need the datasets package: pip install 'mira-edit[eval]'") from None
+        raise BenchmarkError("Hugging Face benchmarks need datasets: pip install 'mira-edit[eval]'") from None
     path = Path(source)
     try:
         if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):

@@ -4,6 +4,8 @@ Per method: the mean and a 95% confidence interval (percentile bootstrap over it
 of SC, PQ and overall; editor calls, steps and seconds per item; the win rate against the baseline method (``raw``
 by default) over the (sample, seed) pairs both have scores for, a tie counting one half; judge failures and stop
 reasons. Items whose judgement failed are left out of the score columns and counted in ``judge_failures``.
+When the samples carry a ``complexity`` or ``source`` (Complex-Edit levels, a mixed benchmark), each value also gets
+its own table.
 
 Writes ``OUT/report.md``, ``OUT/results.csv``, ``OUT/summary.json`` and ``OUT/gallery.html`` (source image, then
 each method's final image with its scores, side by side per sample; every image links to its run's report).
@@ -24,6 +26,7 @@ from typing import Any, Sequence
 from mira.eval.runner import MANIFEST_FILE, RESULTS_FILE, read_records
 
 METRICS = ("sc", "pq", "overall")
+GROUP_KEYS = ("complexity", "source")  # sample meta keys that get their own tables when they vary
 BOOTSTRAP_SAMPLES = 2000
 
 
@@ -48,9 +51,10 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def summarize(records: Sequence[dict[str, Any]], methods: Sequence[str] | None = None,
-              baseline: str = "raw") -> dict[str, Any]:
-    """Per-method statistics (see the module docstring); methods in the given order, else first-seen order."""
+def summarize(records: Sequence[dict[str, Any]], methods: Sequence[str] | None = None, baseline: str = "raw",
+              *, by_group: bool = True) -> dict[str, Any]:
+    """Per-method statistics (see the module docstring); methods in the given order, else first-seen order.
+    With ``by_group``, ``summary["by"][key][value]`` holds the same for each group of :func:`groups`."""
     order = list(methods or dict.fromkeys(r["method"] for r in records))
     by_method = {m: [r for r in records if r["method"] == m] for m in order}
     base = {(r["sample_id"], r["seed"]): _score(r, "overall") for r in by_method.get(baseline, [])}
@@ -72,7 +76,11 @@ def summarize(records: Sequence[dict[str, Any]], methods: Sequence[str] | None =
             stats["win_rate"] = {"vs": baseline, "rate": (wins + 0.5 * ties) / len(pairs) if pairs else None,
                                  "wins": wins, "ties": ties, "losses": len(pairs) - wins - ties, "n": len(pairs)}
         out[method] = stats
-    return {"baseline": baseline if baseline in by_method else None, "methods": out}
+    summary = {"baseline": baseline if baseline in by_method else None, "methods": out}
+    if by_group:
+        summary["by"] = {key: {value: summarize(rows, order, baseline, by_group=False) for value, rows in split.items()}
+                         for key, split in groups(records).items()}
+    return summary
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -103,15 +111,37 @@ def table_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def markdown(summary: dict[str, Any], title: str = "Evaluation") -> str:
+def _table(summary: dict[str, Any]) -> list[str]:
     rows = table_rows(summary)
     if not rows:
-        return f"# {title}\n\nNo results yet.\n"
+        return ["No results yet."]
     header = list(rows[0])
-    lines = [f"# {title}", "", "Means with 95% bootstrap intervals; scores 0-10.", "",
-             "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
+
+
+def markdown(summary: dict[str, Any], title: str = "Evaluation") -> str:
+    """The per-method table, then one table per group (see :func:`groups`)."""
+    lines = [f"# {title}", "", "Means with 95% bootstrap intervals; scores 0-10.", "", *_table(summary)]
+    for key, by_value in summary.get("by", {}).items():
+        for value, sub in by_value.items():
+            lines += ["", f"## {key} = {value}", "", *_table(sub)]
     return "\n".join(lines) + "\n"
+
+
+def groups(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Records split by each of :data:`GROUP_KEYS` found in the samples' meta with two or more values (e.g. the
+    complexity levels of Complex-Edit, the sources of a mixed benchmark)."""
+    out = {}
+    for key in GROUP_KEYS:
+        values = {str((r.get("meta") or {}).get(key)) for r in records if key in (r.get("meta") or {})}
+        if len(values) > 1:
+            split: dict[str, list[dict[str, Any]]] = {}
+            for r in records:
+                if key in (r.get("meta") or {}):
+                    split.setdefault(str(r["meta"][key]), []).append(r)
+            out[key] = dict(sorted(split.items(), key=lambda kv: (len(kv[0]), kv[0])))
+    return out
 
 
 def to_csv(summary: dict[str, Any]) -> str:

@@ -47,7 +47,7 @@ class EditScoreJudge(Judge):
         try:
             from editscore import EditScore
         except ImportError:
-            raise ImportError("the EditScore judge needs the editscore package: pip install 'mira-edit[eval]'") from None
+            raise ImportError("the EditScore judge needs editscore: pip install 'mira-edit[eval]'") from None
         self.backbone = backbone or ("openai" if base_url else "qwen25vl")
         if self.backbone != "openai" and lora_path is None and model == DEFAULT_BASE_MODEL:
             lora_path = DEFAULT_LORA
