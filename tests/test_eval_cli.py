@@ -55,6 +55,26 @@ def test_mira_eval_runs_scores_reports_and_resumes(registered, tmp_path):
     assert rerendered.exit_code == 0 and (out / "report.md").is_file()
 
 
+def test_mira_eval_on_the_testbed_world_ranks_the_closed_loop_first(tmp_path):
+    """Real registered backends only: the testbed editor, the oracle policy, the exact testbed judge."""
+    from mira.testbed import export_benchmark
+
+    bench = export_benchmark(tmp_path / "bench", n=8)
+    result = CliRunner().invoke(app, [
+        "eval", "--benchmark", str(bench), "--editor", "testbed", "--editor-option", "error_rate=0.3",
+        "--methods", "raw,oracle=testbed-oracle", "--judge", "testbed", "--max-steps", "10", "--seeds", "0,1",
+        "--out", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    raw, oracle = summary["methods"]["raw"], summary["methods"]["oracle"]
+    assert oracle["sc"]["mean"] == 10.0 and raw["sc"]["mean"] < 10.0
+    assert oracle["win_rate"]["losses"] == 0 and oracle["win_rate"]["wins"] > 0
+    assert oracle["editor_calls"] > raw["editor_calls"] == 1
+    by_clauses = summary["by"]["clauses"]  # one table per number of clauses, as the testbed reports them
+    assert len(by_clauses) > 1 and all(s["methods"]["oracle"]["sc"]["mean"] == 10.0 for s in by_clauses.values())
+    assert "## clauses = 1" in (tmp_path / "out" / "report.md").read_text()
+
+
 @pytest.mark.parametrize("args,message", [
     (["--benchmark", "complexedit"], "unknown benchmark 'complexedit'"),
     (["--benchmark", "BENCH", "--methods", "raw,bogus"], "unknown method 'bogus'"),

@@ -98,7 +98,7 @@ def build_backends(
     editor_options: list[str] | None,
 ):
     """Policy and editor from the shared backend flags (used by `mira edit` and the servers)."""
-    from mira.registry import load_editor, load_policy
+    from mira.registry import POLICIES, load_editor, load_policy
 
     p_opts = parse_options(policy_options)
     e_opts = parse_options(editor_options)
@@ -108,7 +108,7 @@ def build_backends(
         e_opts = {k: v for k, v in e_opts.items() if v is not None}
     elif editor_model:
         e_opts.setdefault("model", editor_model)
-    if policy not in ("passthrough",) and ":" not in policy.split("/")[0]:
+    if policy not in POLICIES and ":" not in policy.split("/")[0]:
         p_opts = {"dtype": dtype, "device": device, "temperature": temperature, **p_opts}
         p_opts = {k: v for k, v in p_opts.items() if v is not None}
     elif temperature is not None:
@@ -227,6 +227,9 @@ from mira.serve.commands import serve, ui  # noqa: E402  (typer only; models loa
 
 app.command()(friendly_errors(serve))
 app.command()(friendly_errors(ui))
+from mira.testbed.commands import testbed  # noqa: E402  (typer only; the world loads when a command runs)
+
+app.add_typer(testbed(friendly_errors), name="testbed")
 
 from mira.eval.commands import eval_command  # noqa: E402  (typer only; models load when the command runs)
 

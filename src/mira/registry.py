@@ -20,12 +20,14 @@ EDITORS: dict[str, str] = {
     "qwen-image-edit": "mira.editors.diffusers:DiffusersEditor.qwen_image_edit",
     "qwen-image-edit-plus": "mira.editors.diffusers:DiffusersEditor.qwen_image_edit_plus",
     "diffusers": "mira.editors.diffusers:DiffusersEditor",
+    "testbed": "mira.testbed.editor:TestbedEditor",
 }
 # prefix -> "module:factory"; the factory receives the text after the prefix as its first argument.
 EDITOR_PREFIXES: dict[str, str] = {}
 
 POLICIES: dict[str, str] = {
     "passthrough": "mira.policies.baselines:PassthroughPolicy",
+    "testbed-oracle": "mira.testbed.oracle:OraclePolicy",
 }
 POLICY_PREFIXES: dict[str, str] = {
     # evaluation baselines over a chat-backend spec: rewrite:openai:gpt-4.1, plan:Qwen/Qwen2.5-VL-7B-Instruct
@@ -43,6 +45,7 @@ DEFAULT_CHAT_FACTORY = "mira.policies.transformers:TransformersPolicy"
 
 # Judges (mira.judges.base.Judge). "openai:MODEL" and "viescore:CHAT-SPEC" are VIEScore over a chat backend.
 JUDGES: dict[str, str] = {
+    "testbed": "mira.testbed.judge:TestbedJudge",
     "editscore": "mira.judges.editscore:EditScoreJudge",
     "arniqa": "mira.judges.iqa:IQAJudge.arniqa",
     "topiq": "mira.judges.iqa:IQAJudge.topiq",

@@ -4,8 +4,8 @@ Per method: the mean and a 95% confidence interval (percentile bootstrap over it
 of SC, PQ and overall; editor calls, steps and seconds per item; the win rate against the baseline method (``raw``
 by default) over the (sample, seed) pairs both have scores for, a tie counting one half; judge failures and stop
 reasons. Items whose judgement failed are left out of the score columns and counted in ``judge_failures``.
-When the samples carry a ``complexity`` or ``source`` (Complex-Edit levels, a mixed benchmark), each value also gets
-its own table.
+When the samples carry a ``complexity``, ``clauses`` or ``source`` (Complex-Edit levels, testbed clause counts, a mixed
+benchmark), each value also gets its own table.
 
 Writes ``OUT/report.md``, ``OUT/results.csv``, ``OUT/summary.json`` and ``OUT/gallery.html`` (source image, then
 each method's final image with its scores, side by side per sample; every image links to its run's report).
@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from mira.eval.runner import MANIFEST_FILE, RESULTS_FILE, read_records
 
 METRICS = ("sc", "pq", "overall")
-GROUP_KEYS = ("complexity", "source")  # sample meta keys that get their own tables when they vary
+GROUP_KEYS = ("complexity", "clauses", "source")  # sample meta keys that get their own tables when they vary
 BOOTSTRAP_SAMPLES = 2000
 
 
