@@ -32,14 +32,15 @@ def small_qwen_conditioning():
 
 
 # -- evaluation (issue 5): one local Ray cluster per test session, loopback only ---------------------------------------
-
-
 @pytest.fixture(scope="session")
 def local_ray():
-    """A 2-CPU Ray cluster on 127.0.0.1 whose workers import mira and the test helpers."""
+    """A 2-CPU Ray cluster on 127.0.0.1 whose workers import mira and the test helpers (reused if already up)."""
     ray = pytest.importorskip("ray")
     from pathlib import Path
 
+    if ray.is_initialized():
+        yield ray
+        return
     here = Path(__file__).parent
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"

@@ -201,6 +201,13 @@ def test_bad_runner_settings_are_refused(samples, tmp_path):
         EvalRunner(samples, ["raw"], tmp_path, backends=build_backends("http://127.0.0.1:9/v1"), mode="ray")
     with pytest.raises(RunnerError, match="distinct"):
         EvalRunner(samples, ["raw", "raw"], tmp_path, backends=build_backends("http://127.0.0.1:9/v1"))
+    from dataclasses import replace
+
+    with pytest.raises(RunnerError, match="used twice"):
+        EvalRunner([samples[0], samples[0]], ["raw"], tmp_path, backends=build_backends("http://127.0.0.1:9/v1"))
+    with pytest.raises(RunnerError, match="cannot name a folder"):
+        EvalRunner([replace(samples[0], id="../up")], ["raw"], tmp_path,
+                   backends=build_backends("http://127.0.0.1:9/v1"))
     with pytest.raises(RunnerError, match="no policy for method 'sft'"):
         EvalRunner(samples, ["sft"], Path(tmp_path), backends=build_backends("http://127.0.0.1:9/v1"),
                    progress=False).run()

@@ -111,6 +111,7 @@ def load_chat(spec: str, **options: Any) -> Any:
 
 
 def load_judge(spec: str, **options: Any) -> Any:
-    """A :class:`mira.judges.base.Judge` from a registered name (``editscore``, ``arniqa``, ``topiq``), a prefix form
-    (``openai:gpt-4.1``, ``viescore:CHAT-SPEC``, ``iqa:METRIC``) or a local VLM checkpoint (VIEScore over it)."""
+    """A :class:`mira.judges.base.Judge` from a registered name (``testbed``, ``editscore``, ``arniqa``, ``topiq``),
+    a prefix form (``openai:gpt-4.1``, ``viescore:CHAT-SPEC``, ``iqa:METRIC``) or a local VLM checkpoint (VIEScore
+    over it)."""
     return _build("judge", spec, JUDGES, JUDGE_PREFIXES, DEFAULT_JUDGE_FACTORY, options)

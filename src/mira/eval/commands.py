@@ -136,7 +136,7 @@ def eval_command(
     planner_option: Optional[list[str]] = typer.Option(None, "--planner-option",
                                                        help="Planner option key=value (default: --policy-option)."),
     judge: str = typer.Option("openai:gpt-4.1", help="Judge: openai:MODEL, viescore:CHAT-SPEC, editscore, arniqa, "
-                              "topiq, iqa:METRIC, or 'none'."),
+                              "topiq, iqa:METRIC, testbed, or 'none'."),
     judge_option: Optional[list[str]] = typer.Option(None, "--judge-option", help="Judge option key=value "
                                                      "(base_url=..., retries=2 ...)."),
     editor: str = typer.Option("flux-kontext", help="Editor: flux-kontext, qwen-image-edit, ..."),

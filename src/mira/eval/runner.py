@@ -47,7 +47,7 @@ from typing import Any, Callable, Sequence
 
 from mira.agent import MiraAgent, _describe
 from mira.editors.base import Editor
-from mira.eval.benchmarks import Sample
+from mira.eval.benchmarks import Sample, safe_id
 from mira.judges.base import Judge, JudgeScores
 from mira.policies.base import Policy
 from mira.protocol import PROTOCOL_VERSION
@@ -384,6 +384,13 @@ class EvalRunner:
             raise RunnerError("give one or more distinct methods")
         if self.concurrency < 1 or self.workers < 1 or self.max_steps < 1 or not self.seeds:
             raise RunnerError("concurrency, workers and max_steps must be at least 1, and seeds not empty")
+        seen: set[str] = set()
+        for sample in self.samples:
+            if sample.id != safe_id(sample.id):
+                raise RunnerError(f"sample id '{sample.id}' cannot name a folder; use letters, digits, '.', '_', '-'")
+            if sample.id in seen:
+                raise RunnerError(f"sample id '{sample.id}' is used twice; sample ids must be unique")
+            seen.add(sample.id)
 
     def items(self) -> list[WorkItem]:
         return [WorkItem(s, m, seed) for s in self.samples for seed in self.seeds for m in self.methods]
