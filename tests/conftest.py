@@ -31,21 +31,37 @@ def small_qwen_conditioning():
         yield
 
 
-# -- evaluation (issue 5): one local Ray cluster per test session, loopback only ---------------------------------------
+# --- data builder (mira.data) ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def local_ray():
-    """A 2-CPU Ray cluster on 127.0.0.1 whose workers import mira and the test helpers (reused if already up)."""
-    ray = pytest.importorskip("ray")
-    from pathlib import Path
+def data_photos(tmp_path_factory):
+    """Sample photographs from scikit-image, 64x48 PNGs."""
+    from data_helpers import write_photos
 
-    if ray.is_initialized():
-        yield ray
-        return
-    here = Path(__file__).parent
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    paths = [str(here), str(here.parent / "src"), os.environ.get("PYTHONPATH", "")]
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    return write_photos(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="session")
+def scripted_server():
+    """(base_url, state) of an OpenAI-compatible chat server on 127.0.0.1 answering the builder's prompts by rule;
+    ``state["requests"]`` counts requests, other keys steer replies (see data_helpers.scripted_reply)."""
+    from data_helpers import ServerThread, scripted_app
+
+    state: dict = {}
+    with ServerThread(scripted_app(state)) as url:
+        yield url, state
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole session: 2 CPUs, loopback only, quiet; workers can import src/ and tests/."""
+    import pathlib
+
+    ray = pytest.importorskip("ray")
+    here = pathlib.Path(__file__).resolve().parent
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(here.parent / "src"), str(here)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
              object_store_memory=256 * 1024 * 1024, _node_ip_address="127.0.0.1")
     yield ray

@@ -16,6 +16,7 @@ import re
 import socket
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -220,7 +221,7 @@ class SDKChat(ChatBackend):
 
     def __init__(self, base_url: str, model: str = "scripted"):
         self.base_url, self.model = base_url, model
-        self._async: dict[int, Any] = {}
+        self._async: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def _messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
@@ -248,7 +249,7 @@ class SDKChat(ChatBackend):
     async def achat(self, messages, *, n=1, seed=None, **sampling):
         import openai
 
-        loop = id(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()  # an async client belongs to one event loop
         if loop not in self._async:
             self._async[loop] = openai.AsyncOpenAI(base_url=self.base_url, api_key="EMPTY", max_retries=0)
         r = await self._async[loop].chat.completions.create(model=self.model, messages=self._messages(messages),

@@ -11,7 +11,7 @@ METHODS = ["raw", "rewrite", "plan", "mira"]
 
 
 @pytest.mark.timeout(240)
-def test_ray_mode_with_two_workers_matches_local_mode(local_ray, tmp_path):
+def test_ray_mode_with_two_workers_matches_local_mode(ray_local, tmp_path):
     samples = photo_samples(3)
     with ChatServer() as server:
         options = dict(factory=Factory(server.base_url), seeds=[0, 1], benchmark="photos", progress=False)

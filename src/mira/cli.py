@@ -230,6 +230,9 @@ app.command()(friendly_errors(ui))
 from mira.testbed.commands import testbed  # noqa: E402  (typer only; the world loads when a command runs)
 
 app.add_typer(testbed(friendly_errors), name="testbed")
+from mira.data.commands import app as data_app  # noqa: E402
+
+app.add_typer(data_app, name="data")
 
 from mira.eval.commands import eval_command  # noqa: E402  (typer only; models load when the command runs)
 
