@@ -134,6 +134,26 @@ def test_local_mode_gives_the_same_results_as_async_mode(evaluated, server, samp
     assert comparable(local) == comparable(same_items)
 
 
+class DeviceFactory(Factory):
+    def __init__(self, base_url):
+        super().__init__(base_url)
+        self.devices = []
+
+    def __call__(self, device=None):
+        self.devices.append(device)
+        return super().__call__(device)
+
+
+def test_local_mode_runs_one_worker_per_device(evaluated, server, samples, tmp_path):
+    _, records = evaluated
+    factory = DeviceFactory(server.base_url)
+    local = EvalRunner(samples[:2], ["raw", "plan"], tmp_path, factory=factory, seeds=[0], mode="local",
+                       devices=["cuda:0", "cuda:1"], benchmark="photos", progress=False).run()
+    assert sorted(factory.devices) == ["cuda:0", "cuda:1"]
+    same_items = [r for r in records if r["key"] in {x["key"] for x in local}]
+    assert len(local) == len(same_items) == 4 and comparable(local) == comparable(same_items)
+
+
 def test_new_methods_and_seeds_extend_an_evaluation(server, samples, tmp_path):
     options = dict(backends=build_backends(server.base_url), mode="async", benchmark="photos", progress=False)
     EvalRunner(samples[:1], ["raw"], tmp_path, **options).run()
