@@ -231,3 +231,19 @@ def test_bad_runner_settings_are_refused(samples, tmp_path):
     with pytest.raises(RunnerError, match="no policy for method 'sft'"):
         EvalRunner(samples, ["sft"], Path(tmp_path), backends=build_backends("http://127.0.0.1:9/v1"),
                    progress=False).run()
+
+
+def test_final_png_is_the_last_image_also_when_saved_elsewhere(samples, tmp_path):
+    """final.png is a copy of the last step's file when that file is in the folder, else encoded from memory."""
+    from PIL import Image
+
+    from eval_helpers import SplitPolicy, TintEditor
+    from mira.agent import MiraAgent
+
+    traj = MiraAgent(policy=SplitPolicy(), editor=TintEditor()).run(samples[1].image, samples[1].instruction,
+                                                                    run_dir=tmp_path / "a")
+    traj.save(tmp_path / "b")  # the step images stay in a/
+    for folder in ("a", "b"):
+        assert Image.open(tmp_path / folder / "final.png").convert("RGB").tobytes() == traj.final_image.tobytes()
+    last_step = tmp_path / "a" / traj.steps[-2].image_path
+    assert (tmp_path / "a" / "final.png").read_bytes() == last_step.read_bytes()

@@ -120,10 +120,14 @@ class Trajectory:
             if step.image is not None and step.image_path is None:
                 step.image_path = writer.write_image(f"step_{step.index:03d}.png", step.image)
         writer.flush()
-        if self.final_image is not None:  # a copy of the file it already is: no second PNG encode
-            done = next((s.image_path for s in reversed(self.steps) if s.image is not None), "original.png")
-            shutil.copyfile(run_dir / done, run_dir / "final.tmp")
-            (run_dir / "final.tmp").replace(run_dir / "final.png")
+        if self.final_image is not None:  # a copy of the file it already is, when it is here: no second encode
+            done = run_dir / next((s.image_path for s in reversed(self.steps) if s.image is not None), "original.png")
+            if done.is_file():
+                shutil.copyfile(done, run_dir / "final.tmp")
+                (run_dir / "final.tmp").replace(run_dir / "final.png")
+            else:
+                writer.write_image("final.png", self.final_image)
+                writer.flush()
         if own:
             writer.close()
         (run_dir / "trajectory.json").write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False))
