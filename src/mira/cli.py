@@ -283,6 +283,10 @@ from mira.train.commands import app as train_app  # noqa: E402 - light: typer on
 
 app.add_typer(train_app, name="train")
 
+from mira.eval.commands import eval_command  # noqa: E402  (typer only; models load when the command runs)
+
+app.command("eval")(friendly_errors(eval_command))
+
 
 def main() -> None:
     quiet_libraries()

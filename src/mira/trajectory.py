@@ -19,6 +19,7 @@ import hashlib
 import html
 import io
 import json
+import shutil
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -118,10 +119,15 @@ class Trajectory:
         for step in self.steps:
             if step.image is not None and step.image_path is None:
                 step.image_path = writer.write_image(f"step_{step.index:03d}.png", step.image)
-        final = self.final_image
-        if final is not None:
-            writer.write_image("final.png", final)
         writer.flush()
+        if self.final_image is not None:  # a copy of the file it already is, when it is here: no second encode
+            done = run_dir / next((s.image_path for s in reversed(self.steps) if s.image is not None), "original.png")
+            if done.is_file():
+                shutil.copyfile(done, run_dir / "final.tmp")
+                (run_dir / "final.tmp").replace(run_dir / "final.png")
+            else:
+                writer.write_image("final.png", self.final_image)
+                writer.flush()
         if own:
             writer.close()
         (run_dir / "trajectory.json").write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False))
