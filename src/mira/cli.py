@@ -104,7 +104,7 @@ def build_backends(
     if policy not in POLICIES and ":" not in policy.split("/")[0]:
         p_opts = {"dtype": dtype, "device": device, "temperature": temperature, **p_opts}
         p_opts = {k: v for k, v in p_opts.items() if v is not None}
-    elif temperature is not None:
+    elif temperature is not None and policy not in POLICIES:  # model-free baselines have no temperature
         p_opts.setdefault("temperature", temperature)
     editor_backend = build_editor(editor, editor_model, device, dtype, offload, steps, guidance, max_pixels,
                                   editor_options)
