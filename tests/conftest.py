@@ -31,6 +31,52 @@ def small_qwen_conditioning():
         yield
 
 
+# --- data builder (mira.data) ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def data_photos(tmp_path_factory):
+    """Sample photographs from scikit-image, 64x48 PNGs."""
+    from data_helpers import write_photos
+
+    return write_photos(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="session")
+def scripted_server():
+    """(base_url, state) of an OpenAI-compatible chat server on 127.0.0.1 answering the builder's prompts by rule;
+    ``state["requests"]`` counts requests, other keys steer replies (see data_helpers.scripted_reply)."""
+    from data_helpers import ServerThread, scripted_app
+
+    state: dict = {}
+    with ServerThread(scripted_app(state)) as url:
+        yield url, state
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole session: 2 CPUs, loopback only, quiet; workers can import src/ and tests/."""
+    import pathlib
+
+    ray = pytest.importorskip("ray")
+    here = pathlib.Path(__file__).resolve().parent
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(here.parent / "src"), str(here)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             object_store_memory=256 * 1024 * 1024, _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()
+
+
+# -- training (issue 7) -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def train_base_model(tmp_path_factory):
+    """A tiny random Qwen2.5-VL policy folder to train from."""
+    from mira.testing import build_tiny_qwen2_5_vl
+
+    return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("train-base") / "qwen2_5_vl")
+
+
 # --- served backends: real HTTP servers on 127.0.0.1 (mira.testing_servers) ---------------------------------------
 @pytest.fixture
 def chat_server():
@@ -51,4 +97,3 @@ def editor_server():
     with LoopbackServer(editor_app(editor, concurrency=4)) as server:
         server.editor = editor
         yield server
-

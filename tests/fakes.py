@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Sequence
 
 from PIL import Image, ImageDraw
@@ -46,7 +47,7 @@ class StripeEditor(Editor):
             self.fail_times -= 1
             raise EditorError("out of memory")
         out = image.copy()
-        h = (hash(instruction) ^ (seed or 0)) & 0xFFFFFF
+        h = (zlib.crc32(instruction.encode()) ^ (seed or 0)) & 0xFFFFFF
         y = (seed or 0) % max(1, image.height)
         ImageDraw.Draw(out).rectangle([0, y, image.width, min(image.height, y + 3)], fill=(h & 255, h >> 8 & 255, h >> 16 & 255))
         return out

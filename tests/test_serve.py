@@ -255,7 +255,7 @@ def test_mira_edit_without_streaming(server):
 
 
 # -- queue, timeouts, failures ---------------------------------------------------------------------------------------
-def wait_for(condition, timeout=10.0):
+def wait_for(condition, timeout=30.0):
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
