@@ -79,7 +79,7 @@ class ChatJudge(Judge):
     name = "chat-judge"
 
     def __init__(self, base_url: str, model: str = "scripted"):
-        from mira.data.backends import OpenAIChatBackend
+        from mira.clients.openai_chat import OpenAIChatBackend
 
         self.backend = OpenAIChatBackend(model=model, base_url=base_url, max_retries=0)
 

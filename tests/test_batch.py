@@ -78,3 +78,18 @@ def test_item_overrides_and_async_api(agent):
 
     [traj] = asyncio.run(main())
     assert traj.config["agent"]["seed"] == 7 and traj.stop_reason == "max_steps" and len(traj.steps) == 1
+
+
+def test_aclose_clients_closes_the_running_loops_clients(agent):
+    from mira.clients.retry import aclose_clients
+
+    async def main():
+        await arun_many(agent, [(photo(1), "x")])
+        chat, editor = agent.policy.backend.clients.aio, agent.editor._aclients.get()
+        assert not chat.is_closed() and not editor.is_closed
+        await aclose_clients()
+        assert chat.is_closed() and editor.is_closed
+        assert agent.policy.backend.clients.aio is not chat  # a later call on this loop builds new clients
+        return await arun_many(agent, [(photo(2), "y")])
+
+    assert asyncio.run(main())[0].stop_reason == "stop"

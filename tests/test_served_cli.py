@@ -126,7 +126,7 @@ def test_mira_edit_over_served_policy_and_editor(chat_server, editor_server, tmp
     assert Image.open(out).size == (48, 32)
 
 
-def test_served_failures_are_one_line(tmp_path, monkeypatch):
+def test_served_failures_are_one_line(tmp_path, monkeypatch, editor_server):
     source = tmp_path / "in.png"
     photo().save(source)
     dead = f"http://127.0.0.1:{unused_port()}"
@@ -134,7 +134,7 @@ def test_served_failures_are_one_line(tmp_path, monkeypatch):
                                  "--editor-option", "max_retries=0"])
     assert result.exit_code == 2 and f"editor service at {dead} could not connect" in result.output
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    result = runner.invoke(app, ["edit", str(source), "x", "--policy", "openai:gpt-4.1", "--editor", dead])
+    result = runner.invoke(app, ["edit", str(source), "x", "--policy", "openai:gpt-4.1", "--editor", editor_server.url])
     assert result.exit_code == 2 and "OPENAI_API_KEY" in result.output and "Traceback" not in result.output
 
 

@@ -66,7 +66,7 @@ class ShardWorker:
         return out, stats
 
     def close(self) -> None:
-        from mira.data.backends import aclose_clients
+        from mira.clients.retry import aclose_clients
 
         if self._loop is not None:
             self._loop.run_until_complete(aclose_clients())
