@@ -252,8 +252,11 @@ def tiny_models(
     directory: Path = typer.Argument(..., help="Folder to write the tiny models into."),
     only: Optional[list[str]] = typer.Option(None, "--only", help="Build only these (repeatable)."),
 ) -> None:
-    """Write tiny random-weight models (Qwen2.5-VL, Qwen3-VL, FLUX.1-Kontext, Qwen-Image-Edit(-Plus)) for
-    offline smoke tests of the whole real path on a CPU. Outputs are noise: the weights are random."""
+    """Write tiny random-weight Qwen-VL policies and edit pipelines for offline smoke runs on a CPU.
+
+    DIR/qwen2_5_vl, DIR/qwen3_vl, DIR/flux-kontext, DIR/qwen-image-edit and DIR/qwen-image-edit-plus are ordinary
+    model folders that every real code path loads; their outputs are noise, since the weights are random.
+    """
     from mira.testing import build_tiny_models
 
     with console.status("building tiny models"):
