@@ -179,9 +179,10 @@ def make_report(config: LearningConfig, done: dict[str, Any]) -> str:
             for name, m in methods.items() if m["stop_reasons"]), ""]
     grpo = done.get("grpo")
     if grpo and grpo.get("curve"):
-        lines += ["GRPO reward curve (mean over the logged steps of each bin):", "", "| steps | reward | format | edit |",
-                  "|---|---|---|---|"]
-        lines += [f"| {b['steps']} | {b['reward']:.3f} | {b['format']:.3f} | {b['edit']:.3f} |"
+        lines += ["GRPO reward curve, mean per sampled answer over each bin of steps (total = format + state value; "
+                  "state value = edit_reward + edit_baseline, the judged score 0-1 of the state the answer leads to):",
+                  "", "| steps | total | format | state value |", "|---|---|---|---|"]
+        lines += [f"| {b['steps']} | {b['reward']:.3f} | {b['format']:.3f} | {b['edit'] + b['baseline']:.3f} |"
                   for b in bin_curve(grpo["curve"])]
         lines.append("")
     lines += ["Stages:", ""]
@@ -199,5 +200,5 @@ def bin_curve(curve: list[dict[str, float]], bins: int = 10) -> list[dict[str, A
     for i in range(0, len(curve), size):
         part = curve[i:i + size]
         out.append({"steps": f"{int(part[0]['step'])}-{int(part[-1]['step'])}",
-                    **{key: mean(p.get(key, float("nan")) for p in part) for key in ("reward", "format", "edit")}})
+                    **{key: mean(p.get(key, 0.0) for p in part) for key in ("reward", "format", "edit", "baseline")}})
     return out

@@ -5,7 +5,8 @@
    so the vision tower and the language model see three times as many samples per minute;
 2. SFT: :func:`mira.train.sft.train_sft` on the agent's decisions with full prompts (MIRA-Editing rows);
 3. GRPO: :func:`mira.train.grpo.train_grpo` on decision states, rewards ``format`` + ``edit`` (the sampled edit run by
-   the noisy :class:`~mira.testbed.editor.TestbedEditor`, its progress scored by :class:`~mira.testbed.judge.TestbedJudge`).
+   the noisy :class:`~mira.testbed.editor.TestbedEditor`, its progress scored by :class:`~mira.testbed.judge.TestbedJudge`)
+   + :func:`edit_baseline`, which makes the sum the score of the state the decision leads to.
 
 Learning rates are constant after a short warm-up, since a stage may end on its minutes before its steps.
 :class:`Deadline` stops a stage when its minutes are spent, counting the time of earlier (interrupted) runs of the
@@ -106,7 +107,8 @@ def train_grpo_stage(config: LearningConfig, model: Path, dataset: Path, output:
     batch = config.grpo_prompts * config.grpo_generations
     args = MiraGRPOConfig(**{**common_args(config, output, config.grpo_steps, batch, config.grpo_lr),
                              "logging_steps": 1},
-                          model_name_or_path=str(model), dataset_name=str(dataset), rewards=["format", "edit"],
+                          model_name_or_path=str(model), dataset_name=str(dataset),
+                          rewards=["format", "edit", "mira.testbed.learning.train:edit_baseline"],
                           editor="testbed", editor_options={"error_rate": config.error_rate},
                           judge="mira.testbed.judge:TestbedJudge", num_generations=config.grpo_generations,
                           max_completion_length=config.max_new_tokens, temperature=config.grpo_temperature,
@@ -124,8 +126,39 @@ def summary(trainer: Any) -> dict[str, Any]:
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
 
 
+def edit_baseline(prompts: list[Any], completions: list[Any], images: list[list[Any]] | None = None,
+                  instruction: list[str] | None = None, history: list[list[str] | None] | None = None,
+                  **kwargs: Any) -> list[float]:
+    """A reward added to ``mira.train``'s ``edit_reward``: every answer that ``edit_reward`` executes as an edit also
+    earns the judged score of the state it was made in, s(before).
+
+    ``edit_reward`` pays an edit its progress, s(after) - s(before), and ``<STOP>`` the score of the state, s(before):
+    in a half-done state stopping would then earn more than the edit that finishes the task (s is the judge's
+    overall score, sqrt(SC x PQ) / 10, so 0.71 against 0.29 with one of two clauses done). With this term the sum is
+    the score of the state the decision leads to: s(after) for an edit, s(before) for ``<STOP>``, 0 for an answer
+    that cannot be used.
+    """
+    from mira.protocol import STOP, parse_completion, same_action
+    from mira.testbed.judge import TestbedJudge
+    from mira.train.rewards import completion_text
+
+    if images is None or instruction is None:
+        raise ValueError("edit_baseline needs the dataset columns 'images' and 'instruction'")
+    judge, rewards = TestbedJudge(), []
+    for i, completion in enumerate(completions):
+        action = parse_completion(completion_text(completion)).action
+        last = (history[i] or [None])[-1] if history is not None else None
+        if action is None or action == STOP or same_action(action, last):
+            rewards.append(0.0)
+            continue
+        scores = judge.score(images[i][0], images[i][-1], instruction[i])
+        rewards.append(min(max(float(scores.overall or 0.0) / 10.0, 0.0), 1.0))
+    return rewards
+
+
 def reward_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
     """Per logged GRPO step: the mean total reward and each reward's mean."""
-    keys = {"reward": "reward", "rewards/format_reward/mean": "format", "rewards/edit_reward/mean": "edit"}
+    keys = {"reward": "reward", "rewards/format_reward/mean": "format", "rewards/edit_reward/mean": "edit",
+            "rewards/edit_baseline/mean": "baseline"}
     return [{"step": entry["step"], **{short: entry[key] for key, short in keys.items() if key in entry}}
             for entry in log_history if "reward" in entry]
