@@ -70,7 +70,7 @@ def common_args(config: LearningConfig, output: Path, steps: int, batch: int, lr
                 lr_scheduler_type="constant_with_warmup", warmup_steps=min(100, max(1, steps // 10)),
                 weight_decay=0.0, logging_steps=10 if steps >= 100 else 1, save_strategy="steps",
                 save_steps=10**9, save_total_limit=1, report_to="none", seed=config.seed, data_seed=config.seed,
-                use_cpu=True, bf16=True, gradient_checkpointing=False, disable_tqdm=True,
+                use_cpu=True, bf16=True, activation_checkpointing=False, disable_tqdm=True,
                 dataloader_num_workers=0)
 
 
