@@ -91,11 +91,5 @@ def run_learned(name: str, model: str, tasks: list[Task], editor: TestbedEditor,
     trajectories = asyncio.run(_run_all(policy, tasks, editor, max_steps, seed))
     judge, result = TestbedJudge(), MethodResult(name)
     for task, trajectory in zip(tasks, trajectories):
-        scores = judge.score(task.image, trajectory.final_image, task.instruction)
-        if not scores.ok:
-            raise RuntimeError(f"task {task.id}: the judge failed: {scores.error}")
-        result.success.append(bool(scores.details["exact"]))
-        result.sc.append(float(scores.sc))
-        result.calls.append(trajectory.editor_calls)
-        result.clauses.append(len(task.clauses))
+        result.record(task, trajectory, judge)
     return result, trajectories

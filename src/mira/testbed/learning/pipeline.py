@@ -82,11 +82,17 @@ def _policy(config: LearningConfig, out: Path) -> dict[str, Any]:
 
 
 def _data(config: LearningConfig, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    from mira.data.export import quiet_datasets
+
+    with quiet_datasets():
+        return _make_data(config, out / "data", log)
+
+
+def _make_data(config: LearningConfig, folder: Path, log: Callable[[str], None]) -> dict[str, Any]:
     import datasets
 
     from mira.testbed.learning.data import build_with_builder, grpo_dataset, pretrain_dataset, teacher_dataset
 
-    folder = out / "data"
     builder = build_with_builder(config, folder / "builder")
     log(f"data: the data builder made {len(builder)} samples")
     teacher, counts = teacher_dataset(config)
