@@ -66,3 +66,12 @@ def ray_local():
              object_store_memory=256 * 1024 * 1024, _node_ip_address="127.0.0.1")
     yield ray
     ray.shutdown()
+
+
+# -- training (issue 7) -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def train_base_model(tmp_path_factory):
+    """A tiny random Qwen2.5-VL policy folder to train from."""
+    from mira.testing import build_tiny_qwen2_5_vl
+
+    return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("train-base") / "qwen2_5_vl")

@@ -74,18 +74,21 @@ def test_edit_on_tiny_models_end_to_end(tiny_models, tmp_path):
     from mira import Trajectory
 
     runs = []
-    for i in range(2):
+    for i, in_process in enumerate((False, True)):  # the installed command once, then the same app in-process
         out, run_dir = tmp_path / f"out{i}.png", tmp_path / f"run{i}"
-        proc = subprocess.run(
-            [sys.executable, "-m", "mira.cli", "edit", "examples/coffee.jpg", "make the cup red and the table black",
-             "--policy", str(tiny_models["qwen2_5_vl"]), "--editor", "flux-kontext",
-             "--editor-model", str(tiny_models["flux-kontext"]), "--max-steps", "2", "--seed", "3",
-             "--steps", "2", "--max-pixels", str(64 * 64), "--policy-option", "max_new_tokens=12",
-             "-o", str(out), "--run-dir", str(run_dir)],
-            capture_output=True, text=True, timeout=300,
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        assert "Traceback" not in proc.stderr
+        args = ["edit", "examples/coffee.jpg", "make the cup red and the table black",
+                "--policy", str(tiny_models["qwen2_5_vl"]), "--editor", "flux-kontext",
+                "--editor-model", str(tiny_models["flux-kontext"]), "--max-steps", "2", "--seed", "3",
+                "--steps", "2", "--max-pixels", str(64 * 64), "--policy-option", "max_new_tokens=12",
+                "-o", str(out), "--run-dir", str(run_dir)]
+        if in_process:
+            result = runner.invoke(app, args)
+            assert result.exit_code == 0, result.output
+        else:
+            proc = subprocess.run([sys.executable, "-m", "mira.cli", *args], capture_output=True, text=True,
+                                  timeout=300)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            assert "Traceback" not in proc.stderr
         assert out.is_file() and (run_dir / "trajectory.json").is_file() and (run_dir / "report.html").is_file()
         runs.append(Trajectory.load(run_dir))
     a, b = runs

@@ -10,6 +10,7 @@ from mira.pipeline import MiraPipeline, MiraPipelineOutput
 from mira.policies.base import Policy, PolicyError
 from mira.protocol import PROTOCOL_VERSION, STOP, Observation
 from mira.registry import load_editor, load_policy
+from mira.strategies import StepStrategy
 from mira.trajectory import Step, Trajectory
 
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ __all__ = [
     "PolicyError",
     "STOP",
     "Step",
+    "StepStrategy",
     "Trajectory",
     "load_editor",
     "load_image",

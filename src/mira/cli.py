@@ -98,9 +98,33 @@ def build_backends(
     editor_options: list[str] | None,
 ):
     """Policy and editor from the shared backend flags (used by `mira edit` and the servers)."""
-    from mira.registry import POLICIES, load_editor, load_policy
+    from mira.registry import POLICIES, load_policy
 
     p_opts = parse_options(policy_options)
+    if policy not in POLICIES and ":" not in policy.split("/")[0]:
+        p_opts = {"dtype": dtype, "device": device, "temperature": temperature, **p_opts}
+        p_opts = {k: v for k, v in p_opts.items() if v is not None}
+    elif temperature is not None and policy not in POLICIES:  # model-free baselines have no temperature
+        p_opts.setdefault("temperature", temperature)
+    editor_backend = build_editor(editor, editor_model, device, dtype, offload, steps, guidance, max_pixels,
+                                  editor_options)
+    return load_policy(policy, **p_opts), editor_backend
+
+
+def build_editor(
+    editor: str,
+    editor_model: Optional[str],
+    device: Optional[str],
+    dtype: str,
+    offload: str,
+    steps: Optional[int],
+    guidance: Optional[float],
+    max_pixels: Optional[int],
+    editor_options: list[str] | None,
+):
+    """An editor from the shared backend flags."""
+    from mira.registry import load_editor
+
     e_opts = parse_options(editor_options)
     if editor in ("flux-kontext", "qwen-image-edit", "qwen-image-edit-plus", "diffusers"):
         e_opts = {"model": editor_model, "dtype": dtype, "device": device, "offload": offload,
@@ -108,12 +132,7 @@ def build_backends(
         e_opts = {k: v for k, v in e_opts.items() if v is not None}
     elif editor_model:
         e_opts.setdefault("model", editor_model)
-    if policy not in POLICIES and ":" not in policy.split("/")[0]:
-        p_opts = {"dtype": dtype, "device": device, "temperature": temperature, **p_opts}
-        p_opts = {k: v for k, v in p_opts.items() if v is not None}
-    elif temperature is not None:
-        p_opts.setdefault("temperature", temperature)
-    return load_policy(policy, **p_opts), load_editor(editor, **e_opts)
+    return load_editor(editor, **e_opts)
 
 
 class RichProgress:
@@ -131,6 +150,8 @@ class RichProgress:
                     out.print(f"[bold green]step {step.index}: <STOP>[/] ({step.policy_seconds:.1f}s)")
                     return
                 status = "[red]not executed[/]" if step.image is None else f"editor {step.editor_seconds:.1f}s"
+                status += f" · {len(step.candidates)} editor calls" if len(step.candidates) > 1 else ""
+                status += f" · score {step.scores['overall']:.2f}" if "overall" in step.scores else ""
                 out.print(
                     f"[bold]step {step.index}:[/] {escape(step.action)}  "
                     f"[dim](policy {step.policy_seconds:.1f}s · {status} · seed {step.seed})[/]"
@@ -160,21 +181,46 @@ def edit(
     temperature: Optional[float] = typer.Option(None, help="Policy sampling temperature."),
     policy_option: Optional[list[str]] = typer.Option(None, "--policy-option", help="Extra policy option key=value."),
     editor_option: Optional[list[str]] = typer.Option(None, "--editor-option", help="Extra editor option key=value."),
+    verifier: Optional[str] = typer.Option(None, help="Judge (registry name) that scores candidates toward the "
+                                           "instruction; needed by the options below that compare."),
+    best_of: int = typer.Option(1, "--best-of", min=1, help="Editor samples (seeds) per step; the verifier keeps the best."),
+    phrasings: int = typer.Option(1, min=1, help="Phrasings of each edit asked of the policy; candidates cycle them."),
+    adaptive_threshold: Optional[float] = typer.Option(None, help="Stop sampling a step once a candidate scores this."),
+    adaptive_gain: Optional[float] = typer.Option(None, help="Stop sampling a step once a candidate beats the "
+                                                  "previous image's score by this."),
+    rollback: int = typer.Option(0, min=0, help="Resample a step up to N times when it scores below the previous image."),
+    route: Optional[list[str]] = typer.Option(None, "--route", help="'regex=editor': matching edits go to that editor."),
+    compare_with: Optional[list[str]] = typer.Option(None, "--compare-with", help="Also try unrouted steps on this "
+                                                     "editor; the verifier picks (repeatable)."),
+    preserve_details: bool = typer.Option(False, "--preserve-details",
+                                          help="Keep the pixels outside the region each edit changed."),
+    max_editor_calls: Optional[int] = typer.Option(None, min=1, help="Budget: most editor calls for the request."),
+    max_seconds: Optional[float] = typer.Option(None, min=0.001, help="Budget: most seconds for the request."),
 ) -> None:
     """Edit IMAGE following INSTRUCTION, one atomic step at a time."""
     from datetime import datetime
 
     from mira.agent import MiraAgent
     from mira.images import load_image, validate_instruction
+    from mira.strategies.cli import load_verifier, strategy_from_flags
 
     instruction = validate_instruction(instruction)
     load_image(image)  # fail on bad input before loading any model
     if output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise CLIError(f"output '{output}' must end in .png, .jpg, .jpeg or .webp")
+    strategy = strategy_from_flags(
+        verifier=verifier, best_of=best_of, phrasings=phrasings, adaptive_threshold=adaptive_threshold,
+        adaptive_gain=adaptive_gain, rollback=rollback, routes=route, compare_with=compare_with,
+        preserve_details=preserve_details, max_editor_calls=max_editor_calls, max_seconds=max_seconds)
     with console.status("loading models"):
         pol, ed = build_backends(policy, editor, editor_model, device, dtype, offload, steps, guidance, max_pixels,
                                  temperature, policy_option, editor_option)
-    agent = MiraAgent(policy=pol, editor=ed, max_steps=max_steps, seed=seed,
+        editors = {editor: ed}
+        for name in [r.editor for r in strategy.routes] + list(compare_with or []):
+            if name not in editors:
+                editors[name] = build_editor(name, None, device, dtype, offload, steps, guidance, max_pixels, None)
+        judge = load_verifier(verifier) if verifier else None
+    agent = MiraAgent(policy=pol, editor=editors, verifier=judge, strategy=strategy, max_steps=max_steps, seed=seed,
                       callbacks=[RichProgress(console, max_steps).callback])
     if run_dir is None:
         run_dir = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -233,6 +279,13 @@ app.add_typer(testbed(friendly_errors), name="testbed")
 from mira.data.commands import app as data_app  # noqa: E402
 
 app.add_typer(data_app, name="data")
+from mira.train.commands import app as train_app  # noqa: E402 - light: typer only
+
+app.add_typer(train_app, name="train")
+
+from mira.eval.commands import eval_command  # noqa: E402  (typer only; models load when the command runs)
+
+app.command("eval")(friendly_errors(eval_command))
 
 
 def main() -> None:

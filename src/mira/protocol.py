@@ -105,6 +105,17 @@ def user_text(instruction: str, history: tuple[str, ...] | list[str]) -> tuple[s
     return head + "\n\nCurrent image:", "What is the next atomic edit? Answer <STOP> if the instruction is fulfilled."
 
 
+def read_user_text(before: str) -> tuple[str, tuple[str, ...]] | None:
+    """(instruction, history) back from the first text block of :func:`user_text`; None if it did not write it."""
+    m = re.fullmatch(r"Instruction: (.*)\n\nEdits applied so far:(?: none|((?:\n\d+\. .*)+))\n\nCurrent image:", before,
+                     re.DOTALL)
+    if m is None:
+        return None
+    history = tuple(re.sub(r"\A\d+\. ", "", line) for line in (m.group(2) or "").split("\n")[1:])
+    instruction = m.group(1)
+    return (instruction, history) if user_text(instruction, history)[0] == before else None
+
+
 def build_messages(observation: Observation, *, embed_images: bool = False) -> list[dict[str, Any]]:
     """Chat messages for one decision, in TRL's vision format (image placeholders ``{"type": "image"}``).
 

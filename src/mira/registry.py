@@ -8,6 +8,7 @@ Qwen-VL checkpoint.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any, Callable
 
 from mira.editors.base import Editor
@@ -28,8 +29,34 @@ POLICIES: dict[str, str] = {
     "passthrough": "mira.policies.baselines:PassthroughPolicy",
     "testbed-oracle": "mira.testbed.oracle:OraclePolicy",
 }
-POLICY_PREFIXES: dict[str, str] = {}
+POLICY_PREFIXES: dict[str, str] = {
+    # evaluation baselines over a chat-backend spec: rewrite:openai:gpt-4.1, plan:Qwen/Qwen2.5-VL-7B-Instruct
+    "rewrite:": "mira.policies.baselines:RewritePolicy.from_spec",
+    "plan:": "mira.policies.baselines:VLMPlanPolicy.from_spec",
+}
 DEFAULT_POLICY_FACTORY = "mira.policies.transformers:TransformersPolicy"
+
+# Chat backends (mira.vlm.ChatBackend): the VLMs behind judges and the rewrite / plan baselines.
+CHAT_BACKENDS: dict[str, str] = {}
+CHAT_PREFIXES: dict[str, str] = {
+    "openai:": "mira.clients.openai_chat:OpenAIChatBackend",
+}
+DEFAULT_CHAT_FACTORY = "mira.policies.transformers:TransformersPolicy"
+
+# Judges (mira.judges.base.Judge). "openai:MODEL" and "viescore:CHAT-SPEC" are VIEScore over a chat backend.
+JUDGES: dict[str, str] = {
+    "testbed": "mira.testbed.judge:TestbedJudge",
+    "editscore": "mira.judges.editscore:EditScoreJudge",
+    "arniqa": "mira.judges.iqa:IQAJudge.arniqa",
+    "topiq": "mira.judges.iqa:IQAJudge.topiq",
+}
+JUDGE_PREFIXES: dict[str, str] = {
+    "openai:": "mira.judges.viescore:VIEScoreJudge.openai",
+    "viescore:": "mira.judges.viescore:VIEScoreJudge.from_spec",
+    "editscore:": "mira.judges.editscore:EditScoreJudge",
+    "iqa:": "mira.judges.iqa:IQAJudge",
+}
+DEFAULT_JUDGE_FACTORY = "mira.judges.viescore:VIEScoreJudge.from_spec"
 
 
 class UnknownBackendError(ValueError):
@@ -63,3 +90,28 @@ def load_policy(spec: str, **options: Any) -> Policy:
         if spec.startswith(prefix):
             return _resolve(target)(spec[len(prefix):] if prefix.endswith(":") else spec, **options)
     return _resolve(DEFAULT_POLICY_FACTORY)(spec, **options)
+
+
+def _build(kind: str, spec: str, names: dict[str, str], prefixes: dict[str, str], default: str,
+           options: dict[str, Any]) -> Any:
+    if spec in names:
+        return _resolve(names[spec])(**options)
+    for prefix, target in prefixes.items():
+        if spec.startswith(prefix):
+            return _resolve(target)(spec[len(prefix):], **options)
+    if "/" in spec or Path(spec).exists():  # a hub id or a local checkpoint
+        return _resolve(default)(spec, **options)
+    known = ", ".join(sorted(names) + [p + "..." for p in prefixes])
+    raise UnknownBackendError(f"unknown {kind} '{spec}'; choose one of: {known}, or a model path / hub id")
+
+
+def load_chat(spec: str, **options: Any) -> Any:
+    """A :class:`mira.vlm.ChatBackend` from ``openai:MODEL`` (options: base_url, api_key_env ...) or a local VLM."""
+    return _build("chat backend", spec, CHAT_BACKENDS, CHAT_PREFIXES, DEFAULT_CHAT_FACTORY, options)
+
+
+def load_judge(spec: str, **options: Any) -> Any:
+    """A :class:`mira.judges.base.Judge` from a registered name (``testbed``, ``editscore``, ``arniqa``, ``topiq``),
+    a prefix form (``openai:gpt-4.1``, ``viescore:CHAT-SPEC``, ``iqa:METRIC``) or a local VLM checkpoint (VIEScore
+    over it)."""
+    return _build("judge", spec, JUDGES, JUDGE_PREFIXES, DEFAULT_JUDGE_FACTORY, options)

@@ -4,10 +4,11 @@ A run folder is self-describing::
 
     RUN/
       original.png          the source image as the editor saw it
-      step_001.png ...      the image after each step (absent for steps whose edit failed)
+      step_001.png ...      the image after each step (absent for steps whose edit failed or was rejected)
+      step_001_cand_2.png   every other candidate of a step (best-of-N, rollback, several editors), scores in JSON
       final.png             the last image
       trajectory.json       everything else (see :class:`Trajectory`)
-      report.html           original -> step 1 -> ... -> final, with reasoning, actions, seeds and timings
+      report.html           original -> step 1 -> ... -> final, with reasoning, actions, seeds, timings, candidates
 
 :class:`RunWriter` writes images in a background thread so that disk I/O never blocks the next step.
 """
@@ -18,6 +19,7 @@ import hashlib
 import html
 import io
 import json
+import shutil
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -34,7 +36,12 @@ STOP_REASONS = ("stop", "max_steps", "repeat", "policy_error", "editor_error", "
 
 @dataclass
 class Step:
-    """One decision of the policy and, unless it was ``<STOP>``, one call of the editor."""
+    """One decision of the policy and, unless it was ``<STOP>``, its execution.
+
+    ``candidates`` holds one record per editor call of the step (action, editor, seed, round, seconds, verifier
+    scores, image path or error; the kept one has ``chosen``); ``seed``, ``editor`` and ``scores`` are the kept
+    candidate's.
+    """
 
     index: int
     raw_completion: str
@@ -49,6 +56,7 @@ class Step:
     parse_attempts: int = 1
     scores: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
     image: Image.Image | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -93,7 +101,8 @@ class Trajectory:
 
     @property
     def editor_calls(self) -> int:
-        return sum(1 for s in self.steps if not s.is_stop)
+        """Editor calls made (every candidate and failed attempt; one per executed step in older run folders)."""
+        return sum(len(s.candidates) or int(s.image is not None or bool(s.image_path)) for s in self.steps)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k not in ("original", "steps")}
@@ -110,10 +119,15 @@ class Trajectory:
         for step in self.steps:
             if step.image is not None and step.image_path is None:
                 step.image_path = writer.write_image(f"step_{step.index:03d}.png", step.image)
-        final = self.final_image
-        if final is not None:
-            writer.write_image("final.png", final)
         writer.flush()
+        if self.final_image is not None:  # a copy of the file it already is, when it is here: no second encode
+            done = run_dir / next((s.image_path for s in reversed(self.steps) if s.image is not None), "original.png")
+            if done.is_file():
+                shutil.copyfile(done, run_dir / "final.tmp")
+                (run_dir / "final.tmp").replace(run_dir / "final.png")
+            else:
+                writer.write_image("final.png", self.final_image)
+                writer.flush()
         if own:
             writer.close()
         (run_dir / "trajectory.json").write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False))
@@ -218,10 +232,12 @@ def render_report(traj: Trajectory) -> str:
             "<tr>"
             f"<td>{s.index}</td><td>{html.escape(s.action)}</td><td>{html.escape(s.reasoning)}</td>"
             f"<td>{html.escape(str(s.editor or ''))}</td><td>{'' if s.seed is None else s.seed}</td>"
-            f"<td>{s.policy_seconds:.2f}</td><td>{s.editor_seconds:.2f}</td><td>{html.escape(scores)}</td>"
+            f"<td>{s.policy_seconds:.2f}</td><td>{s.editor_seconds:.2f}</td><td>{len(s.candidates)}</td>"
+            f"<td>{html.escape(scores)}</td><td>{html.escape(_notes(s))}</td>"
             "</tr>"
         )
     figures.append(_thumb_tag("final.png", "final"))
+    candidates = "".join(_candidates_section(s) for s in traj.steps if len(s.candidates) > 1 or "rejected" in s.extra)
     config = html.escape(json.dumps(traj.config, indent=2, ensure_ascii=False))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>MIRA run {html.escape(traj.id)}</title><style>{_CSS}</style></head>
@@ -233,10 +249,31 @@ def render_report(traj: Trajectory) -> str:
  &middot; <b>editor calls:</b> {traj.editor_calls} &middot; <b>protocol:</b> {html.escape(traj.protocol_version)}</p>
 <div class="strip">{''.join(figures)}</div>
 <table><tr><th>#</th><th>action</th><th>reasoning</th><th>editor</th><th>seed</th><th>policy s</th><th>editor s</th>
-<th>scores</th></tr>{''.join(rows)}</table>
+<th>calls</th><th>scores</th><th>notes</th></tr>{''.join(rows)}</table>
+{candidates}
 <h2>Configuration</h2><pre><code>{config}</code></pre>
 </body></html>
 """
+
+
+def _notes(step: Step) -> str:
+    """Routing, rollback and rejection notes of a step, one line each."""
+    notes = [f"route: {step.extra['route']['reason']}"] if isinstance(step.extra.get("route"), dict) else []
+    notes += [f"rolled back {r}" for r in step.extra.get("rollbacks", [])]
+    notes += [f"{k.replace('_', ' ')}: {step.extra[k]}" for k in ("rejected", "not_executed", "editor_error")
+              if k in step.extra]
+    return "; ".join(notes)
+
+
+def _candidates_section(step: Step) -> str:
+    """Every candidate of one step with its editor, seed and verifier score; the kept one marked."""
+    figures = []
+    for c in step.candidates:
+        score = f" · score {c['score']:.2f}" if isinstance(c.get("score"), (int, float)) else ""
+        mark = " · kept" if c.get("chosen") else f" · failed: {c['error']}" if "error" in c else ""
+        caption = f"#{c['n']} (round {c.get('round', 1)}) {c['editor']} seed {c['seed']}{score}{mark}: {c['action']}"
+        figures.append(_thumb_tag(c.get("image_path"), caption))
+    return f"<h2>Step {step.index}: {len(step.candidates)} candidates</h2><div class=\"strip\">{''.join(figures)}</div>"
 
 
 def write_report(run_dir: str | Path, traj: Trajectory | None = None) -> Path:
