@@ -196,23 +196,44 @@ def test_the_smoke_run_data_are_consistent(smoke_run):
 
 
 def test_the_smoke_report_holds_the_table_and_the_reward_curve(smoke_run):
-    from mira.testbed.demo import run_method
+    from mira.eval.runner import read_records
 
     out, report, _ = smoke_run
     config = smoke()
     methods = json.loads((out / "progress.json").read_text())["evaluate"]["methods"]
     assert list(methods) == ["single-shot", "static plan", "MIRA-SFT", "MIRA-SFT+GRPO", "closed loop (oracle)"]
     for name, m in methods.items():
-        assert 0.0 <= m["success"] <= 1.0 and 0.0 <= m["mean_sc"] <= 10.0
-        assert f"| {name} | {m['success']:.1%} |" in report
-    tasks = make_tasks(config.eval_tasks, config.eval_seed, (1, config.max_clauses))
-    editor = TestbedEditor(error_rate=config.error_rate)
-    static = run_method("static plan", tasks, editor, config.eval_max_steps, config.eval_seed)
-    assert methods["static plan"]["success"] == static.rate()  # the table's baselines are the demo's, same tasks
-    assert methods["single-shot"]["calls"] == 1.0
+        assert m["tasks"] == config.eval_tasks and 0.0 <= m["success"] <= 1.0 and 0.0 <= m["mean_sc"] <= 10.0
+        assert f"| {name} | {m['success']:.1%} | {m['mean_sc']:.2f} | {m['calls']:.2f} |" in report
+    records = read_records(out / "eval" / "results.jsonl").values()  # the evaluation harness's own files
+    assert len(records) == 5 * config.eval_tasks and (out / "eval" / "gallery.html").is_file()
+    for r in records:
+        k = r["meta"]["clauses"]
+        if r["method"] == "raw":
+            assert r["editor_calls"] == 1
+        if r["method"] == "plan":  # open loop: one call per clause whatever happens
+            assert r["editor_calls"] == min(k, config.eval_max_steps)
+    plan = [r for r in records if r["method"] == "plan"]
+    assert methods["static plan"]["success"] == sum(r["scores"]["details"]["exact"] for r in plan) / len(plan)
     curve = json.loads((out / "progress.json").read_text())["grpo"]["curve"]
     assert [p["step"] for p in curve] == list(range(1, config.grpo_steps + 1))
     assert "GRPO reward curve" in report and report.count("\n| 1-1 |") == 1
+
+
+def test_evaluation_editor_draws_differ_between_tasks_but_not_between_methods():
+    from mira.testbed.learning.evaluate import ClausePlanPolicy, InputSeededEditor
+
+    editor = InputSeededEditor(TestbedEditor(error_rate=0.5, error_modes=("noop",)))
+    tasks = make_tasks(40, seed=4, clauses=(1, 1))
+    executed = [editor.edit(t.image, t.clauses[0], seed=0) != t.image for t in tasks]
+    assert 0 < sum(executed) < len(tasks)  # one seed for every task, yet errors fall on some tasks only
+    again = [editor.edit(t.image, t.clauses[0], seed=0) != t.image for t in tasks]
+    assert again == executed
+    task = next(t for t in make_tasks(10, seed=4) if len(t.clauses) == 3)
+    plan = ClausePlanPolicy()
+    answers = [plan.generate(Observation(task.instruction, tuple(split_clauses(task.instruction)[:i])))[0]
+               for i in range(4)]
+    assert [parse_completion_strict(a).action for a in answers] == [*split_clauses(task.instruction), STOP]
 
 
 def test_rerunning_resumes_and_the_cli_prints_the_same_report(smoke_run):

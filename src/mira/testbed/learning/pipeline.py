@@ -7,8 +7,8 @@ resumes from its last checkpoint):
 2. ``data``: the builder's dataset plus the teacher's, shuffled together (``OUT/data/sft``), the short-prompt rows
    (``OUT/data/pretrain``) and the GRPO states (``OUT/data/grpo``);
 3. ``pretrain``, 4. ``sft``, 5. ``grpo``: training (``OUT/pretrain``, ``OUT/sft``, ``OUT/grpo``);
-6. ``evaluate``: single-shot, static plan, MIRA-SFT, MIRA-SFT+GRPO and the oracle on held-out tasks
-   (``OUT/eval/<method>.json``, one per method, so an interrupted evaluation resumes per method).
+6. ``evaluate``: single-shot, static plan, MIRA-SFT, MIRA-SFT+GRPO and the oracle on held-out tasks, run by the
+   evaluation harness (``OUT/eval``: run folders, ``results.jsonl``, the harness's report; it resumes per item).
 
 The report (``OUT/report.md``, also returned) holds the table, the GRPO reward curve and what each stage did.
 """
@@ -18,15 +18,11 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 from statistics import mean
 from typing import Any, Callable
 
 from mira.testbed.learning.config import LearningConfig, check_resumable
-
-METHODS = ("single-shot", "static plan", "MIRA-SFT", "MIRA-SFT+GRPO", "closed loop (oracle)")
-
 
 class Progress:
     """``progress.json``: what each finished stage reported."""
@@ -131,36 +127,15 @@ def _grpo(config: LearningConfig, out: Path) -> dict[str, Any]:
 
 
 def _evaluate(config: LearningConfig, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    from mira.testbed.demo import MethodResult, run_method
-    from mira.testbed.editor import TestbedEditor
-    from mira.testbed.learning.evaluate import run_learned
-    from mira.testbed.tasks import make_tasks
+    from mira.testbed.learning.evaluate import evaluate
 
-    folder = out / "eval"
-    folder.mkdir(parents=True, exist_ok=True)
-    tasks = make_tasks(config.eval_tasks, config.eval_seed, (1, config.max_clauses))
-    editor = TestbedEditor(error_rate=config.error_rate)
-    models = {"MIRA-SFT": out / "sft", "MIRA-SFT+GRPO": out / "grpo"}
-    summary = {}
-    for name in METHODS:
-        path = folder / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}.json"
-        if not path.is_file():
-            start = time.monotonic()
-            if name in models:
-                result, trajectories = run_learned(name, str(models[name]), tasks, editor, config.eval_max_steps,
-                                                   config.eval_seed, config.eval_batch, config.max_new_tokens)
-                stops = Counter(t.stop_reason for t in trajectories)
-            else:
-                result, stops = run_method(name, tasks, editor, config.eval_max_steps, config.eval_seed), Counter()
-            path.write_text(json.dumps({**asdict(result), "stop_reasons": dict(stops),
-                                        "minutes": round((time.monotonic() - start) / 60.0, 2)}))
-        saved = json.loads(path.read_text())
-        result = MethodResult(**{k: saved[k] for k in ("name", "success", "sc", "calls", "clauses")})
-        summary[name] = {"success": result.rate(), "mean_sc": mean(result.sc), "calls": mean(result.calls),
-                         "by_k": {k: result.rate(k) for k in sorted(set(result.clauses))},
-                         "stop_reasons": saved["stop_reasons"], "minutes": saved["minutes"]}
-        log(f"evaluate: {name}: {result.rate():.1%} solved")
-    return {"tasks": len(tasks), "methods": summary}
+    methods = evaluate(out / "eval", {"mira-sft": out / "sft", "mira-grpo": out / "grpo"}, n=config.eval_tasks,
+                       seed=config.eval_seed, clauses=(1, config.max_clauses), error_rate=config.error_rate,
+                       max_steps=config.eval_max_steps, concurrency=config.eval_batch,
+                       max_new_tokens=config.max_new_tokens)
+    for name, m in methods.items():
+        log(f"evaluate: {name}: {m['success']:.1%} solved")
+    return {"tasks": config.eval_tasks, "methods": methods}
 
 
 def make_report(config: LearningConfig, done: dict[str, Any]) -> str:
