@@ -22,7 +22,7 @@ import contextlib
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from mira.protocol import STOP, SYSTEM_PROMPT, format_completion, user_text
 
@@ -88,9 +88,10 @@ def _seeded() -> Iterator[None]:
 
 
 # -- tokenizers ---------------------------------------------------------------------------------------------------
-def _trained_model_state(backend: Any, trainer: Any) -> dict[str, Any]:
-    """Train a ``tokenizers.Tokenizer`` in place on the built-in text and return its serialized model section."""
-    backend.train_from_iterator(_training_text(), trainer=trainer)
+def _trained_model_state(backend: Any, trainer: Any, extra_text: Sequence[str] = ()) -> dict[str, Any]:
+    """Train a ``tokenizers.Tokenizer`` in place on the built-in text (plus ``extra_text``) and return its serialized
+    model section."""
+    backend.train_from_iterator(_training_text() + list(extra_text), trainer=trainer)
     return json.loads(backend.to_str())["model"]
 
 
@@ -100,8 +101,11 @@ def _byte_alphabet() -> list[str]:
     return sorted(pre_tokenizers.ByteLevel.alphabet())
 
 
-def build_qwen_tokenizer(vocab_size: int = 1024) -> Any:
-    """A ``Qwen2Tokenizer`` with a byte-level BPE trained here and the Qwen special tokens at the lowest ids."""
+def build_qwen_tokenizer(vocab_size: int = 1024, extra_text: Sequence[str] = ()) -> Any:
+    """A ``Qwen2Tokenizer`` with a byte-level BPE trained here and the Qwen special tokens at the lowest ids.
+
+    ``extra_text``: more lines to train the BPE on, e.g. a domain's sentences, so that its words become single tokens.
+    """
     from tokenizers import AddedToken, trainers
     from transformers import Qwen2Tokenizer
 
@@ -111,7 +115,7 @@ def build_qwen_tokenizer(vocab_size: int = 1024) -> Any:
         initial_alphabet=_byte_alphabet(),
         show_progress=False,
     )
-    state = _trained_model_state(Qwen2Tokenizer().backend_tokenizer, trainer)
+    state = _trained_model_state(Qwen2Tokenizer().backend_tokenizer, trainer, extra_text)
     tokenizer = Qwen2Tokenizer(
         vocab=state["vocab"],
         merges=[tuple(m) for m in state["merges"]],
@@ -211,18 +215,20 @@ def _generation_config(tokenizer: Any) -> Any:
                             max_new_tokens=32)
 
 
-def tiny_qwen2_5_vl(tokenizer: Any) -> Any:
-    """A random ``Qwen2_5_VLForConditionalGeneration`` of about 0.4 M parameters for ``tokenizer``."""
+def tiny_qwen2_5_vl(tokenizer: Any, *, text: dict[str, Any] | None = None,
+                    vision: dict[str, Any] | None = None) -> Any:
+    """A random ``Qwen2_5_VLForConditionalGeneration`` for ``tokenizer``: about 0.4 M parameters, or the sizes in
+    ``text`` / ``vision`` (entries of the text and vision configs that replace the tiny defaults; the vision tower's
+    output size follows the text hidden size)."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
+    text_size = {**TEXT_SIZE, "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0,
+                                                  "mrope_section": [2, 3, 3]}, **(text or {})}
+    vision_size = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14,
+                       spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1])
     config = Qwen2_5_VLConfig(
-        text_config=dict(
-            **TEXT_SIZE, vocab_size=_vocab_size(tokenizer), **_special_ids(tokenizer),
-            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
-        ),
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
-                           fullatt_block_indexes=[1]),
+        text_config=dict(**text_size, vocab_size=_vocab_size(tokenizer), **_special_ids(tokenizer)),
+        vision_config={**vision_size, **(vision or {}), "out_hidden_size": text_size["hidden_size"]},
         **_token_ids(tokenizer),
         tie_word_embeddings=False,
     )
@@ -263,13 +269,16 @@ def _image_processor(patch_size: int, min_tokens: int = 4, max_tokens: int = 16)
                                  size={"shortest_edge": min_tokens * unit, "longest_edge": max_tokens * unit})
 
 
-def qwen2_5_vl_processor(tokenizer: Any) -> Any:
-    """A ``Qwen2_5_VLProcessor`` with small image sizes and TRL's Qwen2.5-VL chat template."""
+def qwen2_5_vl_processor(tokenizer: Any, *, min_tokens: int = 4, max_tokens: int = 16) -> Any:
+    """A ``Qwen2_5_VLProcessor`` with small image sizes and TRL's Qwen2.5-VL chat template.
+
+    An image is resized to between ``min_tokens`` and ``max_tokens`` image tokens (one token = 28x28 pixels).
+    """
     from transformers import Qwen2_5_VLProcessor, Qwen2VLVideoProcessor
 
     template = trl_chat_template("qwen2_5_vl")
     tokenizer.chat_template = template
-    return Qwen2_5_VLProcessor(image_processor=_image_processor(14), tokenizer=tokenizer,
+    return Qwen2_5_VLProcessor(image_processor=_image_processor(14, min_tokens, max_tokens), tokenizer=tokenizer,
                                video_processor=Qwen2VLVideoProcessor(), chat_template=template)
 
 

@@ -1,9 +1,10 @@
-"""``mira testbed demo | export | benchmark``: the testbed world from the command line (typer only at import time)."""
+"""``mira testbed demo | export | benchmark | run``: the testbed world from the command line (typer only at import
+time)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -64,10 +65,40 @@ def benchmark(
     typer.echo(f"wrote {export_benchmark(directory, n, seed, (min_clauses, max_clauses))}")
 
 
+def run(
+    directory: Path = typer.Argument(..., help="Output folder: data, checkpoints, evaluation, report.md; rerun to resume."),
+    smoke: bool = typer.Option(False, "--smoke", help="Tiny sizes and a handful of steps: the whole pipeline in a minute."),
+    minutes: Optional[float] = typer.Option(None, min=0.1, help="Training minutes in all (split over the stages as "
+                                                                 "configured); default: the preset's."),
+    settings: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting, KEY=VALUE (repeatable)."),
+) -> None:
+    """Train a tiny Qwen2.5-VL policy from random weights (short-prompt pre-training, SFT, GRPO) on testbed data made
+    by the data builder and the oracle, evaluate it against the baselines on held-out tasks, print the report."""
+    import time
+
+    from mira.cli import CLIError
+    from mira.testbed.learning.config import LearningError, apply_overrides, full
+    from mira.testbed.learning.config import smoke as smoke_preset
+    from mira.testbed.learning.pipeline import run as run_learning
+
+    start = time.monotonic()
+    try:
+        config = apply_overrides(smoke_preset() if smoke else full(), settings or [])
+        if minutes is not None:
+            config = config.with_minutes(minutes)
+        report = run_learning(config, directory,
+                              log=lambda text: typer.echo(f"[{(time.monotonic() - start) / 60:6.1f} min] {text}"))
+    except LearningError as exc:
+        raise CLIError(str(exc)) from None
+    typer.echo(report)
+
+
 def testbed(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> typer.Typer:
     """The ``testbed`` command group, each command wrapped by ``wrap`` (the CLI's error handler)."""
-    group = typer.Typer(help="The CPU-verifiable testbed world: baselines, training sessions, evaluation benchmark.", no_args_is_help=True)
+    group = typer.Typer(help="The CPU-verifiable testbed world: baselines, training sessions, evaluation benchmark, "
+                        "learning runs.", no_args_is_help=True)
     group.command()(wrap(demo))
     group.command()(wrap(export))
     group.command()(wrap(benchmark))
+    group.command()(wrap(run))
     return group

@@ -23,6 +23,7 @@ from mira.testbed.editor import TestbedEditor
 from mira.testbed.judge import TestbedJudge
 from mira.testbed.oracle import OraclePolicy
 from mira.testbed.tasks import HELD_OUT_SEED, Task, make_tasks
+from mira.trajectory import Trajectory
 
 METHODS: dict[str, Callable[[Task], Policy]] = {
     "single-shot": lambda task: PassthroughPolicy(),
@@ -41,6 +42,16 @@ class MethodResult:
     calls: list[int] = field(default_factory=list)
     clauses: list[int] = field(default_factory=list)
 
+    def record(self, task: Task, trajectory: Trajectory, judge: TestbedJudge) -> None:
+        """Judge the final image of ``trajectory`` on ``task`` and add the outcome."""
+        scores = judge.score(task.image, trajectory.final_image, task.instruction)
+        if not scores.ok:
+            raise RuntimeError(f"task {task.id}: the judge failed: {scores.error}")
+        self.success.append(bool(scores.details["exact"]))
+        self.sc.append(float(scores.sc))
+        self.calls.append(trajectory.editor_calls)
+        self.clauses.append(len(task.clauses))
+
     def rate(self, k: int | None = None) -> float:
         picked = [ok for ok, n in zip(self.success, self.clauses) if k is None or n == k]
         return sum(picked) / len(picked) if picked else float("nan")
@@ -51,14 +62,7 @@ def run_method(name: str, tasks: list[Task], editor: TestbedEditor, max_steps: i
     judge, result = TestbedJudge(), MethodResult(name)
     for i, task in enumerate(tasks):
         agent = MiraAgent(policy=METHODS[name](task), editor=editor, max_steps=max_steps, seed=seed + i)
-        traj = agent.run(task.image, task.instruction)
-        scores = judge.score(task.image, traj.final_image, task.instruction)
-        if not scores.ok:
-            raise RuntimeError(f"task {task.id}: the judge failed: {scores.error}")
-        result.success.append(bool(scores.details["exact"]))
-        result.sc.append(float(scores.sc))
-        result.calls.append(traj.editor_calls)
-        result.clauses.append(len(task.clauses))
+        result.record(task, agent.run(task.image, task.instruction), judge)
     return result
 
 

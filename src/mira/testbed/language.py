@@ -129,6 +129,38 @@ def edit_text(edit: Edit, rng: random.Random) -> str:
                        f"resize {ref} to small"))
 
 
+_PLAIN_WORDINGS = {  # two fixed wordings per kind of edit: a rephrasing can always differ from the last request
+    Recolor: ("make {ref} {value}", "change the colour of {ref} to {value}"),
+    Remove: ("remove {ref}", "delete {ref}"),
+    Add: ("add {value} in the {cell}", "put {value} in the {cell}"),
+    Move: ("move {ref} to the {cell}", "drag {ref} to the {cell}"),
+    Resize: ("make {ref} {value}", "resize {ref} to {value}"),
+    Background: ("make the background {value}", "change the background to {value}"),
+}
+
+
+def plain_text(edit: Edit, wording: int = 0) -> str:
+    """One of two fixed wordings (``wording`` 0 or 1) of ``edit``, with no random choice.
+
+    References are written attributes first, then the cell ("the shape in the top left", "the red circle");
+    relations are not supported here.
+    """
+    ref = getattr(edit, "ref", None)
+    if ref is not None and ref.relation is not None:
+        raise ValueError("plain_text does not write relations; name the shape by its cell")
+    ref_words = None
+    if ref is not None:
+        core = " ".join(w for w in (ref.size, ref.color, ref.kind or "shape") if w)
+        ref_words = f"the {core}" + (f" in the {cell_name(ref.cell)}" if ref.cell is not None else "")
+    if isinstance(edit, Add):
+        desc = f"{edit.size} {edit.color} {edit.kind}"
+        value = f"{_article(desc)} {desc}"
+    else:
+        value = getattr(edit, "color", None) or getattr(edit, "size", None)
+    cell = cell_name(edit.cell) if isinstance(edit, (Add, Move)) else None
+    return _PLAIN_WORDINGS[type(edit)][wording].format(ref=ref_words, value=value, cell=cell)
+
+
 def join_clauses(clauses: list[str], rng: random.Random) -> str:
     """A complex instruction made of atomic ``clauses``, joined the way people write lists of requests."""
     if not clauses:

@@ -11,6 +11,10 @@ instruction, and answers through :mod:`mira.protocol` like any policy:
 
 If its answer would repeat the edit it issued last (the editor ignored it), it rephrases, since the agent stops on
 exact repeats.
+
+With ``plain=True`` (the teacher of :mod:`mira.testbed.learning`) corrections and rephrasings name their shape by its
+cell in one of two fixed wordings (:func:`~mira.testbed.language.plain_text`) and the reasoning lists what differs
+from the original (:func:`describe_changes`): what a small policy can learn to say from what it sees.
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ from mira.images import load_image
 from mira.policies.base import Policy, PolicyError
 from mira.protocol import STOP, Observation, format_completion, same_action
 from mira.testbed.edits import (
-    Add, Background, Edit, EditError, Move, Recolor, Remove, Resize, apply_edit, distance, refer, run_edits,
+    Add, Background, Edit, EditError, Move, Recolor, Ref, Remove, Resize, apply_edit, distance, refer, run_edits,
 )
-from mira.testbed.language import ParseError, cell_name, edit_text, parse_instruction
+from mira.testbed.language import ParseError, cell_name, edit_text, parse_instruction, plain_text
 from mira.testbed.scene import CELLS, Scene, SceneReadError, read_scene
 
 _REPHRASE_TRIES = 20
@@ -38,6 +42,26 @@ def describe_scene(scene: Scene) -> str:
     items = [f"a {s.size} {s.color} {s.kind} ({cell_name(s.cell)})" for s in scene.shapes]
     listed = ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else (items[0] if items else "no shapes")
     return f"{listed} on {scene.background}"
+
+
+def _shape_words(shape: Any) -> str:
+    return "nothing" if shape is None else f"{shape.size} {shape.color} {shape.kind}"
+
+
+def describe_changes(original: Scene, current: Scene) -> str:
+    """What differs between two scenes, unit by unit in reading order, e.g.
+    "Changed: background white -> black; top left: large red circle -> large blue circle."."""
+    changes = [f"background {original.background} -> {current.background}"] if original.background != \
+        current.background else []
+    changes += [f"{cell_name(c)}: {_shape_words(original.at(c))} -> {_shape_words(current.at(c))}"
+                for c in CELLS if original.at(c) != current.at(c)]
+    return "Changed: " + "; ".join(changes) + "." if changes else "Nothing has changed yet."
+
+
+def by_cell(scene: Scene, edit: Edit) -> Edit:
+    """``edit`` with its shape named by the cell it holds in ``scene``."""
+    ref = getattr(edit, "ref", None)
+    return edit if ref is None else dataclasses.replace(edit, ref=Ref(cell=ref.resolve(scene)[0].cell))
 
 
 def correction(current: Scene, target: Scene, rng: random.Random) -> Edit | None:
@@ -90,8 +114,11 @@ def _rephrase(current: Scene, edit: Edit, rng: random.Random) -> str:
 
 
 def decide(original: Scene, current: Scene, instruction: str, last: str | None,
-           rng: random.Random) -> tuple[str, str]:
-    """(action, reasoning) of the oracle for one step; the action is an atomic edit or :data:`~mira.protocol.STOP`."""
+           rng: random.Random, plain: bool = False) -> tuple[str, str]:
+    """(action, reasoning) of the oracle for one step; the action is an atomic edit or :data:`~mira.protocol.STOP`.
+
+    ``plain``: fixed wordings for corrections and rephrasings, and the changes as reasoning (see the module docs).
+    """
     try:
         clauses = parse_instruction(instruction)
     except ParseError as exc:
@@ -99,7 +126,7 @@ def decide(original: Scene, current: Scene, instruction: str, last: str | None,
     target, _, _ = run_edits(original, [edit for _, edit in clauses])
     seen = f"The image shows {describe_scene(current)}."
     if current == target:
-        return STOP, f"{seen} That is everything the instruction asks for."
+        return STOP, describe_changes(original, current) if plain else f"{seen} That is everything the instruction asks for."
     gap = distance(current, target)
     pending = _pending_clause(current, target, clauses)
     if pending is not None:
@@ -108,8 +135,12 @@ def decide(original: Scene, current: Scene, instruction: str, last: str | None,
     else:
         edit = correction(current, target, rng)
         assert edit is not None
-        text = edit_text(edit, rng)
+        text = plain_text(by_cell(current, edit)) if plain else edit_text(edit, rng)
         why = f"{seen} It differs from the goal in {gap} ways that the instruction's own clauses cannot fix; I correct it."
+    if plain:
+        if same_action(text, last):
+            text = next(t for t in (plain_text(by_cell(current, edit), w) for w in (0, 1)) if not same_action(t, last))
+        return text, describe_changes(original, current)
     for _ in range(_REPHRASE_TRIES):
         if not same_action(text, last):
             break
@@ -126,11 +157,17 @@ class OraclePolicy(Policy):
 
     name = "testbed-oracle"
 
+    def __init__(self, plain: bool = False):
+        self.plain = plain
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "plain": self.plain}
+
     def generate(self, observation: Observation, *, n: int = 1, seed: int | None = None) -> list[str]:
         try:
             original, current = read_scene(_as_image(observation.original)), read_scene(_as_image(observation.current))
         except SceneReadError as exc:
             raise PolicyError(f"the testbed oracle only sees testbed scenes: {exc}") from None
         last = observation.history[-1] if observation.history else None
-        action, reasoning = decide(original, current, observation.instruction, last, random.Random(seed))
+        action, reasoning = decide(original, current, observation.instruction, last, random.Random(seed), self.plain)
         return [format_completion(action, reasoning)] * n
