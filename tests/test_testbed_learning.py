@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -156,12 +158,19 @@ def test_batched_decisions_match_one_at_a_time_greedy_decoding(tiny_policy):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     pytest.importorskip("mira.train", reason="the trainers (mira.train) are not installed in this checkout")
-    from mira.testbed.learning.pipeline import run
-
     out = tmp_path_factory.mktemp("learning") / "run"
-    lines: list[str] = []
-    report = run(smoke(), out, log=lines.append)
-    return out, report, lines
+    # In its own process: training leaves library state behind (weight tying of later-loaded T5 encoders was seen
+    # to break), which must not leak into the other tests of this session.
+    code = ("import json, sys\n"
+            "from mira.testbed.learning.config import smoke\n"
+            "from mira.testbed.learning.pipeline import run\n"
+            "lines = []\n"
+            "report = run(smoke(), sys.argv[1], log=lines.append)\n"
+            "print(json.dumps({'report': report, 'lines': lines}))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out, result["report"], result["lines"]
 
 
 def test_the_smoke_run_leaves_every_artefact(smoke_run):
