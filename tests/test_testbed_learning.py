@@ -138,7 +138,7 @@ def test_the_policy_sees_one_image_token_per_grid_cell(tiny_policy):
     task = make_tasks(1, seed=0)[0]
     processor = AutoProcessor.from_pretrained(tiny_policy)
     grid = processor.image_processor(images=[task.image], return_tensors="pt")["image_grid_thw"]
-    assert grid.tolist() == [[1, 6, 6]]  # 84x84 pixels: 6x6 patches of 14, merged 2x2 into 3x3 tokens
+    assert grid.tolist() == [[1, 6, 6]]  # 96x96 pixels: 6x6 patches of 16, merged 2x2 into 3x3 tokens
     words = processor.tokenizer.tokenize(" triangle purple diamond")
     assert len(words) == 3  # the testbed's words are single tokens
 
@@ -198,8 +198,9 @@ def test_the_smoke_run_data_are_consistent(smoke_run):
     card = (out / "data" / "builder" / "dataset" / "README.md").read_text()
     assert "mira.testbed.judge:TestbedJudge" in card  # made by the real data builder
     pretrain = datasets.load_from_disk(str(out / "data" / "pretrain"))
-    assert len(pretrain) == info["pretrain_samples"] == smoke().perception_pairs + len(sft)
+    assert len(pretrain) == info["pretrain_samples"] == 2 * smoke().perception_pairs + len(sft)
     assert {m[0]["role"] for m in pretrain["messages"]} == {"user"}  # short prompts: no system prompt
+    assert sorted({len(images) for images in pretrain["images"]}) == [1, 2]  # cell listings and two-image rows
     grpo = datasets.load_from_disk(str(out / "data" / "grpo"))
     assert {"prompt", "images", "instruction", "history"} <= set(grpo.features)
 

@@ -238,19 +238,21 @@ def tiny_qwen2_5_vl(tokenizer: Any, *, text: dict[str, Any] | None = None,
     return model
 
 
-def tiny_qwen3_vl(tokenizer: Any) -> Any:
-    """A random ``Qwen3VLForConditionalGeneration`` of about 0.4 M parameters for ``tokenizer``."""
+def tiny_qwen3_vl(tokenizer: Any, *, text: dict[str, Any] | None = None,
+                  vision: dict[str, Any] | None = None) -> Any:
+    """A random ``Qwen3VLForConditionalGeneration`` for ``tokenizer``: about 0.4 M parameters, or the sizes in
+    ``text`` / ``vision`` (entries of the text and vision configs that replace the tiny defaults; the vision tower's
+    output size follows the text hidden size)."""
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
+    text_size = {**TEXT_SIZE, "head_dim": 16, "rope_parameters": {"rope_type": "default", "rope_theta": 5_000_000.0,
+                                                                  "mrope_section": [4, 2, 2], "mrope_interleaved": True},
+                 **(text or {})}
+    vision_size = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16, spatial_merge_size=2,
+                       temporal_patch_size=2, num_position_embeddings=64, deepstack_visual_indexes=[0])
     config = Qwen3VLConfig(
-        text_config=dict(
-            **TEXT_SIZE, head_dim=16, vocab_size=_vocab_size(tokenizer), **_special_ids(tokenizer),
-            rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [4, 2, 2],
-                             "mrope_interleaved": True},
-        ),
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                           patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
-                           deepstack_visual_indexes=[0]),
+        text_config=dict(**text_size, vocab_size=_vocab_size(tokenizer), **_special_ids(tokenizer)),
+        vision_config={**vision_size, **(vision or {}), "out_hidden_size": text_size["hidden_size"]},
         **_token_ids(tokenizer),
         tie_word_embeddings=False,
     )
@@ -282,13 +284,16 @@ def qwen2_5_vl_processor(tokenizer: Any, *, min_tokens: int = 4, max_tokens: int
                                video_processor=Qwen2VLVideoProcessor(), chat_template=template)
 
 
-def qwen3_vl_processor(tokenizer: Any) -> Any:
-    """A ``Qwen3VLProcessor`` with small image sizes and TRL's Qwen3-VL chat template."""
+def qwen3_vl_processor(tokenizer: Any, *, min_tokens: int = 4, max_tokens: int = 16) -> Any:
+    """A ``Qwen3VLProcessor`` with small image sizes and TRL's Qwen3-VL chat template.
+
+    An image is resized to between ``min_tokens`` and ``max_tokens`` image tokens (one token = 32x32 pixels).
+    """
     from transformers import Qwen3VLProcessor, Qwen3VLVideoProcessor
 
     template = trl_chat_template("qwen3_vl")
     tokenizer.chat_template = template
-    return Qwen3VLProcessor(image_processor=_image_processor(16), tokenizer=tokenizer,
+    return Qwen3VLProcessor(image_processor=_image_processor(16, min_tokens, max_tokens), tokenizer=tokenizer,
                             video_processor=Qwen3VLVideoProcessor(), chat_template=template)
 
 

@@ -28,8 +28,8 @@ class LearningConfig:
     # the world
     error_rate: float = 0.2               # per executed clause, in training data, rewards and evaluation
     max_clauses: int = 4                  # tasks have 1..max_clauses clauses
-    image_tokens: int = 9                 # per image: 84x84 pixels, one merged 28x28 patch per grid cell
-    # the policy: a random-weight Qwen2.5-VL (mira.testing) of this size
+    image_tokens: int = 9                 # per image: 96x96 pixels, one merged 32x32 patch per grid cell
+    # the policy: a random-weight Qwen3-VL (mira.testing) of this size
     hidden_size: int = 192
     layers: int = 4
     heads: int = 3

@@ -9,9 +9,10 @@
   corrective states come from the plain oracle (``OraclePolicy(plain=True)``) driving the noisy editor in
   :class:`~mira.agent.MiraAgent`; each trajectory, errors and corrections included, is written as samples by the
   builder's export stage (:func:`mira.data.export.trajectory_samples`), so both parts share one format.
-- **pretrain** (:func:`pretrain_dataset`): short prompts for stage 1: two-image chats, "What changed?" answered with
-  the list of changes (:func:`~mira.testbed.oracle.describe_changes`, the text the policy's reasoning is made of),
-  and the decisions above without the 248-token system prompt.
+- **pretrain** (:func:`pretrain_dataset`): short prompts for stage 1: one-image chats, "What is in each cell?"
+  answered cell by cell (:func:`describe_cells`, a dense target that teaches where each cell is), two-image chats,
+  "What changed?" answered with the list of changes (:func:`~mira.testbed.oracle.describe_changes`, the text the
+  policy's reasoning is made of), and the decisions above without the 248-token system prompt.
 - **grpo** (:func:`grpo_dataset`): states (prompt, images, instruction, history) for GRPO, from teacher trajectories.
 
 The reasoning of every decision is the list of changes between the original and the current image.
@@ -31,14 +32,15 @@ from mira.agent import MiraAgent
 from mira.protocol import PROTOCOL_VERSION, Observation, build_messages
 from mira.testbed.editor import TestbedEditor
 from mira.testbed.edits import apply_edit, run_edits
-from mira.testbed.language import ParseError, parse_edit, plain_text
+from mira.testbed.language import ParseError, cell_name, parse_edit, plain_text
 from mira.testbed.learning.config import LearningConfig
 from mira.testbed.oracle import OraclePolicy, by_cell, describe_changes
-from mira.testbed.scene import read_scene
+from mira.testbed.scene import CELLS, Scene, read_scene
 from mira.testbed.tasks import HELD_OUT_SEED, Task, export_sessions, make_tasks
 from mira.vlm import ChatBackend
 
 PERCEPTION_QUESTION = "What changed?"
+LISTING_QUESTION = "What is in each cell?"
 TEACHER_MAX_STEPS = 12  # the teacher finishes every task within this many edits
 LICENCE = "CC0-1.0"
 
@@ -187,6 +189,19 @@ def teacher_dataset(config: LearningConfig) -> tuple[Any, Counter]:
 
 
 # -- perception ------------------------------------------------------------------------------------------------
+def describe_cells(scene: Scene) -> str:
+    """Every cell in reading order, then the background: "top left: large red circle; top middle: nothing; ..."."""
+    cells = "; ".join(f"{cell_name(c)}: " + (f"{s.size} {s.color} {s.kind}" if (s := scene.at(c)) else "nothing")
+                      for c in CELLS)
+    return f"{cells}; background {scene.background}."
+
+
+def listing_messages(cells: str) -> list[dict[str, Any]]:
+    """A one-image "what is in each cell?" chat with its answer, in TRL's vision format."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": LISTING_QUESTION}]},
+            {"role": "assistant", "content": [{"type": "text", "text": cells}]}]
+
+
 def perception_messages(changes: str | None = None) -> list[dict[str, Any]]:
     """A two-image "what changed?" chat in TRL's vision format (with the answer when ``changes`` is given)."""
     messages = [{"role": "user", "content": [
@@ -220,15 +235,19 @@ def perception_pairs(config: LearningConfig) -> Iterator[tuple[Image.Image, Imag
 
 
 def pretrain_dataset(config: LearningConfig, decisions: Any) -> Any:
-    """Short-prompt rows for stage 1: the perception pairs, plus every decision of ``decisions`` (MIRA-Editing rows)
-    without its system prompt (the user turn and the answer are the protocol's), shuffled together."""
+    """Short-prompt rows for stage 1: per perception pair its changes and the cells of one of its images, plus every
+    decision of ``decisions`` (MIRA-Editing rows) without its system prompt (the user turn and the answer are the
+    protocol's), shuffled together."""
     import datasets
 
     from mira.data.export import features
 
     chats = features()["messages"]
-    rows = [{"messages": perception_messages(changes), "images": [png(original), png(current)]}
-            for original, current, changes in perception_pairs(config)]
+    rows = []
+    for i, (original, current, changes) in enumerate(perception_pairs(config)):
+        rows.append({"messages": perception_messages(changes), "images": [png(original), png(current)]})
+        shown = current if i % 2 else original
+        rows.append({"messages": listing_messages(describe_cells(read_scene(shown))), "images": [png(shown)]})
     pairs = datasets.Dataset.from_list(rows, features=datasets.Features(
         {"messages": chats, "images": datasets.List(datasets.Image())}))
     short = decisions.select_columns(["messages", "images"]).map(
