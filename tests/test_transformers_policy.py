@@ -123,3 +123,4 @@ def test_bad_arguments():
 def test_import_mira_does_not_import_torch():
     code = "import sys, mira, mira.registry; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+

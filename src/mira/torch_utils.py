@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import torch
+
+# transformers and diffusers build models inside process-wide contexts (meta-device initialisation, patched
+# parameter registration); two loads in different threads at once can leave those patched, which broke weight tying
+# of models loaded later. Every backend loads weights while holding this lock.
+LOAD_LOCK = threading.RLock()
 
 _DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
            "half": torch.float16, "float32": torch.float32, "fp32": torch.float32, "float": torch.float32}

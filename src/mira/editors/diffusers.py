@@ -70,7 +70,7 @@ from PIL import Image
 
 from mira.editors.base import Editor, EditorError
 from mira.images import to_rgb, working_size
-from mira.torch_utils import first_line, looks_local, resolve_device, resolve_dtype
+from mira.torch_utils import LOAD_LOCK, first_line, looks_local, resolve_device, resolve_dtype
 
 OFFLOAD_MODES = ("none", "model", "sequential", "group")
 DEFAULT_MAX_PIXELS = 1024 * 1024
@@ -210,7 +210,8 @@ class DiffusersEditor(Editor):
             raise EditorError(f"offload='{self.offload}' moves weights between the CPU and a GPU, but the device is "
                               "the CPU; use offload='none' or a CUDA device")
         try:
-            pipeline = cls.from_pretrained(path, dtype=self.dtype)
+            with LOAD_LOCK:
+                pipeline = cls.from_pretrained(path, dtype=self.dtype)
         except Exception as exc:
             where = "" if looks_local(self.model) else " (no local folder of that name; as a hub id)"
             raise EditorError(f"could not load {cls.__name__} from '{self.model}'{where}: {first_line(exc)}") from exc

@@ -33,7 +33,7 @@ import torch
 
 from mira.policies.base import Policy, PolicyError
 from mira.protocol import Observation, build_messages
-from mira.torch_utils import first_line, looks_local, resolve_device, resolve_dtype
+from mira.torch_utils import LOAD_LOCK, first_line, looks_local, resolve_device, resolve_dtype
 from mira.vlm import ChatBackend
 
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -110,8 +110,9 @@ class TransformersPolicy(Policy, ChatBackend):
         if self.attn_implementation is not None:
             model_kwargs["attn_implementation"] = self.attn_implementation
         try:
-            processor = AutoProcessor.from_pretrained(path)
-            model = AutoModelForImageTextToText.from_pretrained(path, **model_kwargs)
+            with LOAD_LOCK:
+                processor = AutoProcessor.from_pretrained(path)
+                model = AutoModelForImageTextToText.from_pretrained(path, **model_kwargs)
         except Exception as exc:
             where = "" if looks_local(self.model_id) else " (no local folder of that name; as a hub id)"
             raise PolicyError(f"could not load policy model '{self.model_id}'{where}: {first_line(exc)}") from exc
