@@ -46,12 +46,12 @@ class LearningConfig:
     perception_pairs: int = 20000         # (original, current) pairs with their list of changes
     grpo_states: int = 1500
     # stage 1: pre-training on short prompts (perception pairs + the decisions without the system prompt; TRL)
-    pretrain_minutes: float = 45.0
+    pretrain_minutes: float = 60.0
     pretrain_steps: int = 50000
     pretrain_batch: int = 32
     pretrain_lr: float = 1e-3
     # stage 2: SFT on the agent's decisions, full protocol prompts (mira.train)
-    sft_minutes: float = 30.0
+    sft_minutes: float = 15.0
     sft_steps: int = 20000
     sft_batch: int = 16
     sft_lr: float = 3e-4
