@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mira import MiraAgent, load_editor
@@ -19,6 +20,8 @@ FACTORIES = {
     "qwen-image-edit": DiffusersEditor.qwen_image_edit,
     "qwen-image-edit-plus": DiffusersEditor.qwen_image_edit_plus,
 }
+
+DEFAULT_DTYPE = "bfloat16" if torch.cuda.is_available() else "float32"  # what dtype="auto" picks
 
 pytestmark = pytest.mark.usefixtures("small_qwen_conditioning")
 
@@ -61,7 +64,7 @@ def test_family_defaults_and_params(tiny_models, family):
                 "qwen-image-edit-plus": (40, "true_cfg_scale", 4.0)}[family]
     assert (params["num_inference_steps"], params[expected[1]]) == (expected[0], expected[2])
     assert (params.get("negative_prompt") == " ") == family.startswith("qwen")
-    assert e.config()["offload"] == "none" and e.config()["dtype"] == "float32"
+    assert e.config()["offload"] == "none" and e.config()["dtype"] == DEFAULT_DTYPE
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -100,8 +103,9 @@ def test_editors_with_the_same_settings_share_one_pipeline(tiny_models):
     b = DiffusersEditor(str(tiny_models["flux-kontext"]), guidance_scale=1.0)
     shared = a.pipeline
     assert b.pipeline is shared
-    c = editor(tiny_models, "flux-kontext", dtype="bfloat16")
-    assert c.pipeline is not shared and str(c.pipeline.transformer.dtype) == "torch.bfloat16"
+    other = "float32" if DEFAULT_DTYPE == "bfloat16" else "bfloat16"
+    c = editor(tiny_models, "flux-kontext", dtype=other)
+    assert c.pipeline is not shared and str(c.pipeline.transformer.dtype) == f"torch.{other}"
     diffusers_editors.clear_pipeline_cache()
     assert a.pipeline is not shared and a.pipeline is b.pipeline
 

@@ -16,6 +16,7 @@ from mira.protocol import Observation
 from mira.testing import trl_chat_template
 
 NAMES = ["qwen2_5_vl", "qwen3_vl"]
+DEFAULT_DTYPE = "bfloat16" if torch.cuda.is_available() else "float32"  # what dtype="auto" picks
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def test_pixel_bounds_reach_the_processor(tiny_models, observation):
 
 def test_config_records_model_and_sampling(tiny_models):
     config = TransformersPolicy(str(tiny_models["qwen3_vl"]), temperature=0.5, top_p=0.8).config()
-    assert config["model"] == str(tiny_models["qwen3_vl"]) and config["dtype"] == "float32"
+    assert config["model"] == str(tiny_models["qwen3_vl"]) and config["dtype"] == DEFAULT_DTYPE
     assert (config["temperature"], config["top_p"], config["do_sample"]) == (0.5, 0.8, True)
 
 
