@@ -72,7 +72,7 @@ def run(
                                                                  "configured); default: the preset's."),
     settings: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting, KEY=VALUE (repeatable)."),
 ) -> None:
-    """Train a tiny Qwen2.5-VL policy from random weights (short-prompt pre-training, SFT, GRPO) on testbed data made
+    """Train a tiny Qwen3-VL policy from random weights (short-prompt pre-training, SFT, GRPO) on testbed data made
     by the data builder and the oracle, evaluate it against the baselines on held-out tasks, print the report."""
     import time
 

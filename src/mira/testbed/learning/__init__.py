@@ -1,4 +1,4 @@
-"""Learning in the testbed world: a tiny Qwen2.5-VL policy trained from random weights (short-prompt pre-training, SFT, GRPO) on
+"""Learning in the testbed world: a tiny Qwen3-VL policy trained from random weights (short-prompt pre-training, SFT, GRPO) on
 data from the real data builder and the plain oracle, then evaluated against the baselines on held-out tasks.
 
 >>> from mira.testbed.learning import run, smoke

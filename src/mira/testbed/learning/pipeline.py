@@ -3,7 +3,7 @@
 Stages, each recorded in ``OUT/progress.json`` when it finishes (a rerun skips finished stages, and a training stage
 resumes from its last checkpoint):
 
-1. ``policy``: the random-weight Qwen2.5-VL and its processor (``OUT/policy-init``);
+1. ``policy``: the random-weight Qwen3-VL and its processor (``OUT/policy-init``);
 2. ``data``: the builder's dataset plus the teacher's, shuffled together (``OUT/data/sft``), the short-prompt rows
    (``OUT/data/pretrain``) and the GRPO states (``OUT/data/grpo``);
 3. ``pretrain``, 4. ``sft``, 5. ``grpo``: training (``OUT/pretrain``, ``OUT/sft``, ``OUT/grpo``);
