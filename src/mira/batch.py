@@ -1,7 +1,7 @@
 """Many trajectories at once: ``K`` concurrent :meth:`MiraAgent.arun` loops over one event loop.
 
-This is what makes served backends pay off: while one trajectory waits for its policy or editor, the others proceed.
-The evaluation runner and the data builder are built on it::
+This is what makes served backends pay off: while one trajectory waits for its policy or editor, the others proceed
+(the evaluation runner's ``async`` mode does the same with judging and result files added to each item)::
 
     from mira.batch import BatchItem, run_many
     agent = MiraAgent(policy=OpenAIPolicy("Qwen/Qwen2.5-VL-7B-Instruct", base_url="http://gpu1:8000/v1"),
