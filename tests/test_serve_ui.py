@@ -48,12 +48,12 @@ def test_ui_runs_an_edit_and_shows_every_step(browser, tmp_path):
             sync_api.expect(page.locator("#mira-status textarea")).to_have_value(re.compile("^done"), timeout=30_000)
         finally:
             page.screenshot(path=str(tmp_path / "mira-ui.png"), full_page=True)
-        gallery = page.locator("#mira-gallery img")
-        assert gallery.count() == 3  # the original and two steps
-        assert page.locator("#mira-gallery").get_by_text(f"1: {PLAN[0]}").count() >= 1
-        assert page.locator("#mira-gallery").get_by_text(f"2: {PLAN[1]}").count() >= 1
+        # the status, gallery and result render in separate updates: wait for each rather than read it once
+        sync_api.expect(page.locator("#mira-gallery img")).to_have_count(3, timeout=10_000)  # original + 2 steps
+        sync_api.expect(page.locator("#mira-gallery").get_by_text(f"1: {PLAN[0]}").first).to_be_visible()
+        sync_api.expect(page.locator("#mira-gallery").get_by_text(f"2: {PLAN[1]}").first).to_be_visible()
         assert page.locator("#mira-status textarea").input_value() == "done: max_steps after 2 step(s)"
-        assert page.locator("#mira-result img").count() == 1
+        sync_api.expect(page.locator("#mira-result img")).to_have_count(1, timeout=10_000)
         table = page.locator("#mira-steps").inner_text()
         assert PLAN[0] in table and "Planned edit 2 of 3." in table
         assert [call[0] for call in editor.calls] == PLAN[:2]
