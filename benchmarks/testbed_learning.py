@@ -1,4 +1,5 @@
-"""Learning in the testbed: a tiny Qwen2.5-VL policy trained from random weights on one CPU thread, then compared
+"""Learning in the testbed: a tiny Qwen3-VL policy trained from random weights on the CPU (torch's
+default threads: every core), then compared
 with the raw editor, the open-loop plan and the oracle on held-out tasks (the same pipeline as `mira testbed run`).
 
 Stages: testbed sessions through the data builder + the plain oracle's closed-loop trajectories with a 20%-error
@@ -15,7 +16,6 @@ import argparse
 import os
 import time
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
