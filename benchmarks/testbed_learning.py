@@ -1,6 +1,6 @@
-"""Learning in the testbed: a tiny Qwen3-VL policy trained from random weights on the CPU (torch's
-default threads: every core), then compared
-with the raw editor, the open-loop plan and the oracle on held-out tasks (the same pipeline as `mira testbed run`).
+"""Learning in the testbed: a tiny Qwen3-VL policy trained from random weights on the CPU (every core), then
+compared with the raw editor, the open-loop plan and the oracle on held-out tasks (the same pipeline as `mira testbed
+run`).
 
 Stages: testbed sessions through the data builder + the plain oracle's closed-loop trajectories with a 20%-error
 editor -> short-prompt pre-training -> SFT (mira.train) -> GRPO (mira.train, format + executed-edit rewards) ->
