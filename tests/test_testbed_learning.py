@@ -268,3 +268,23 @@ def test_edit_baseline_makes_the_reward_the_score_of_the_next_state():
     rewards = edit_baseline([None] * 4, answers, images=[[task.image, half]] * 4,
                             instruction=[task.instruction] * 4, history=[[task.clauses[0]]] * 4)
     assert rewards[0] == pytest.approx(0.5 ** 0.5) and rewards[1:] == [0.0, 0.0, 0.0]  # s(before), sqrt(SC x PQ)/10
+
+
+def test_decision_diagnostics_find_the_teacher_faultless(tmp_path):
+    """benchmarks/testbed_diagnostics.py on run folders laid out like an evaluation's: the plain oracle (the teacher
+    whose reasoning the policy learns) perceives every state, stops only on finished tasks and its edits all help."""
+    from pathlib import Path
+
+    editor = TestbedEditor(error_rate=0.3)
+    for i, task in enumerate(make_tasks(12, seed=10_000, clauses=(1, 3))):
+        MiraAgent(policy=OraclePolicy(plain=True), editor=editor, max_steps=12, seed=i).run(
+            task.image, task.instruction, run_dir=tmp_path / "runs" / "teacher" / task.id / "seed0")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "testbed_diagnostics.py"
+    out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300,
+                         check=True).stdout
+    assert out.splitlines()[0] == "| decision | teacher |"
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1].strip(" |") for line in out.splitlines()[2:]}
+    assert rows["perception, before any edit"] == "100.0% of 12"
+    assert rows["perception, after an editor error"].startswith("100.0% of ")  # the editor erred at least once
+    assert rows["<STOP> on a finished task"] == "100.0% of 12"
+    assert rows["edits that raise SC (run without error)"].startswith("100.0%")
