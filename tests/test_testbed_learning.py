@@ -56,6 +56,16 @@ def test_describe_changes_lists_units_in_reading_order():
         "center: small green square -> nothing; bottom right: nothing -> small yellow triangle.")
 
 
+def test_describe_cells_lists_every_cell_then_the_background():
+    from mira.testbed.learning.data import describe_cells
+
+    scene = Scene("gray", (Shape("circle", "red", "large", (0, 0)), Shape("square", "green", "small", (2, 2))))
+    assert describe_cells(scene) == (
+        "top left: large red circle; top middle: nothing; top right: nothing; middle left: nothing; center: nothing; "
+        "middle right: nothing; bottom left: nothing; bottom middle: nothing; bottom right: small green square; "
+        "background gray.")
+
+
 def test_the_plain_oracle_solves_noisy_tasks_and_reasons_with_the_changes():
     from mira.testbed.judge import TestbedJudge
 

@@ -39,12 +39,13 @@ _REPHRASE_TRIES = 20
 
 def describe_scene(scene: Scene) -> str:
     """A short inventory of a scene, e.g. "a large red circle (top left) and a small blue square (center) on white"."""
-    items = [f"a {s.size} {s.color} {s.kind} ({cell_name(s.cell)})" for s in scene.shapes]
+    items = [f"a {shape_words(s)} ({cell_name(s.cell)})" for s in scene.shapes]
     listed = ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else (items[0] if items else "no shapes")
     return f"{listed} on {scene.background}"
 
 
-def _shape_words(shape: Any) -> str:
+def shape_words(shape: Any) -> str:
+    """"large red circle", or "nothing" for an empty cell."""
     return "nothing" if shape is None else f"{shape.size} {shape.color} {shape.kind}"
 
 
@@ -53,7 +54,7 @@ def describe_changes(original: Scene, current: Scene) -> str:
     "Changed: background white -> black; top left: large red circle -> large blue circle."."""
     changes = [f"background {original.background} -> {current.background}"] if original.background != \
         current.background else []
-    changes += [f"{cell_name(c)}: {_shape_words(original.at(c))} -> {_shape_words(current.at(c))}"
+    changes += [f"{cell_name(c)}: {shape_words(original.at(c))} -> {shape_words(current.at(c))}"
                 for c in CELLS if original.at(c) != current.at(c)]
     return "Changed: " + "; ".join(changes) + "." if changes else "Nothing has changed yet."
 

@@ -34,7 +34,7 @@ from mira.testbed.editor import TestbedEditor
 from mira.testbed.edits import apply_edit, run_edits
 from mira.testbed.language import ParseError, cell_name, parse_edit, plain_text
 from mira.testbed.learning.config import LearningConfig
-from mira.testbed.oracle import OraclePolicy, by_cell, describe_changes
+from mira.testbed.oracle import OraclePolicy, by_cell, describe_changes, shape_words
 from mira.testbed.scene import CELLS, Scene, read_scene
 from mira.testbed.tasks import HELD_OUT_SEED, Task, export_sessions, make_tasks
 from mira.vlm import ChatBackend
@@ -191,8 +191,7 @@ def teacher_dataset(config: LearningConfig) -> tuple[Any, Counter]:
 # -- perception ------------------------------------------------------------------------------------------------
 def describe_cells(scene: Scene) -> str:
     """Every cell in reading order, then the background: "top left: large red circle; top middle: nothing; ..."."""
-    cells = "; ".join(f"{cell_name(c)}: " + (f"{s.size} {s.color} {s.kind}" if (s := scene.at(c)) else "nothing")
-                      for c in CELLS)
+    cells = "; ".join(f"{cell_name(c)}: {shape_words(scene.at(c))}" for c in CELLS)
     return f"{cells}; background {scene.background}."
 
 
