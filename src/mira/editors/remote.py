@@ -111,7 +111,7 @@ class OpenAIImagesEditor(Editor):
                                endpoint=self.endpoint, secrets=(self.clients.api_key,), error=EditorError)
 
     async def aedit(self, image: Image.Image, instruction: str, *, seed: int | None = None) -> Image.Image:
-        request = self._request(image, instruction)
+        request = await encode_off_loop(image.width * image.height, self._request, image, instruction)
         client = self.clients.aio
 
         async def once() -> Image.Image:
