@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 from typing import Optional
@@ -30,7 +29,8 @@ def serve_editor(
     log_level: str = typer.Option("warning", help="Server log level: debug, info (one line per request), warning."),
 ) -> None:
     """Serve a local editor over HTTP; drive it with `mira edit ... --editor http://HOST:PORT`."""
-    from mira.cli import CLIError, build_backends, console, escape
+    from mira.cli import CLIError, build_editor, console, escape
+    from mira.serve.commands import warn_if_exposed
 
     api_key = None
     if api_key_env:
@@ -39,9 +39,7 @@ def serve_editor(
             raise CLIError(f"--api-key-env {api_key_env}: that environment variable is not set")
     sock = _bind(host, port)
     with console.status("loading editor"):
-        # the same editor flags as `mira edit`; the passthrough policy costs nothing
-        _, backend = build_backends("passthrough", editor, editor_model, device, dtype, offload, steps, guidance,
-                                    max_pixels, None, None, editor_option)
+        backend = build_editor(editor, editor_model, device, dtype, offload, steps, guidance, max_pixels, editor_option)
     import uvicorn
 
     from mira.editors.remote import editor_app
@@ -49,8 +47,7 @@ def serve_editor(
     app = editor_app(backend, concurrency=concurrency, api_key=api_key)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}"
     console.print(f"serving [bold]{escape(backend.name)}[/] at {url} (clients: --editor {url})")
-    if api_key is None and not _is_loopback(host):
-        console.print("[yellow]warning:[/] listening beyond this machine without a key; consider --api-key-env")
+    warn_if_exposed(host, api_key, "set --api-key-env")
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5))
     server.run(sockets=[sock])
 
@@ -68,9 +65,3 @@ def _bind(host: str, port: int) -> socket.socket:
         raise CLIError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --host or --port")
     return sock
 
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"

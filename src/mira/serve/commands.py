@@ -71,7 +71,7 @@ def serve(
     from mira.cli import console
     from mira.serve.api_router import build_app
 
-    _check_exposure(host, api_key)
+    warn_if_exposed(host, api_key)
     service = _service(**locals())
     app = build_app(service, api_key=api_key or None, ui=ui)
     console.print(f"[green]MIRA[/] serving '{model_name}' on http://{host}:{port}/v1"
@@ -107,19 +107,26 @@ def ui(
     from mira.serve.service import key_matches
     from mira.serve.ui import build_ui
 
-    _check_exposure(host, api_key)
+    warn_if_exposed(host, api_key)
     service = _service(**locals())
     auth = None if not api_key else (lambda _user, password: key_matches(password, api_key))
     build_ui(service).launch(server_name=host, server_port=port, auth=auth, footer_links=[],
                              max_file_size=service.config.max_upload_bytes)
 
 
-def _check_exposure(host: str, api_key: str | None) -> None:
+def warn_if_exposed(host: str, api_key: str | None, how: str = "set --api-key or MIRA_API_KEY") -> None:
+    """Warn when a server listens beyond this machine without a key."""
+    import ipaddress
+
     from mira.cli import console
 
-    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback and not api_key:
         console.print(f"[yellow]warning:[/] listening on {host} without an API key: anyone who can reach this "
-                      "machine can run edits (set --api-key or MIRA_API_KEY)")
+                      f"machine can run edits ({how})")
 
 
 def _service(*, policy: str | None, editor: str, editor_model: str | None, device: str | None, dtype: str, offload: str,
