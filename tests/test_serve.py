@@ -302,13 +302,17 @@ def test_timeout_is_504_and_frees_the_worker():
 
 def test_client_that_leaves_cancels_its_edit():
     editor = GatedEditor()
-    with serve(make_service(editor=editor)) as url:
+    service = make_service(editor=editor)
+    with serve(service) as url:
         editor.gate.clear()
         with httpx.stream("POST", f"{url}/v1/mira/edits", files={"image": ("a", PHOTO.read_bytes())},
                           data={"instruction": "make it red"}) as response:
             next(response.iter_lines())
             assert editor.entered.wait(10)
-        editor.gate.set()  # the running edit finishes its step, sees the client gone, and stops
+        # the server notices the disconnect on its own schedule; once it has, the running edit finishes its step,
+        # sees the job cancelled and stops
+        wait_for(lambda: any(job.cancelled for job in service._jobs))
+        editor.gate.set()
         wait_for(lambda: httpx.get(f"{url}/health").json()["cancelled"] == 1)
         assert len(editor.calls) == 1
 
